@@ -126,6 +126,7 @@ class TextTeacher(Teacher):
     """A text teacher: `forward(input_ids, attention_mask) -> {"tokens": (B, T, D), "pooled": (B, D)}`."""
 
     kind = "text"
+    prefix = ""  # text the teacher expects before every input, e.g. E5's "query: "
 
     def __init__(self, name: str, width: int, tokenizer, dtype: torch.dtype = torch.float32) -> None:
         super().__init__(name, width, dtype)

@@ -1,0 +1,72 @@
+"""Image-text contrastive losses: CLIP's InfoNCE and SigLIP's pairwise sigmoid, across ranks.
+
+With several ranks, features are all-gathered *with* gradients and each rank scores its own rows against
+all columns (OpenCLIP's `gather_with_grad=True, local_loss=True`). The mean over ranks of the local
+losses, and the gradients DDP averages, equal the single-process loss on the concatenated batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["gather_features", "clip_loss", "siglip_loss", "ContrastiveLoss"]
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_features(x: torch.Tensor) -> torch.Tensor:
+    """All-gather (B, E) from every rank into (W*B, E), keeping the autograd graph to every rank's copy."""
+    _, world = _world()
+    if world == 1:
+        return x
+    # The autograd all-gather's backward is a sum-reduce-scatter: each rank's rows get every rank's gradient.
+    from torch.distributed._functional_collectives import all_gather_tensor_autograd
+
+    return all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
+
+
+def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE on normalized local features (B, E) against all gathered ones."""
+    rank, _ = _world()
+    all_image, all_text = gather_features(image), gather_features(text)
+    logits_i = logit_scale * image @ all_text.T  # (B, W*B)
+    logits_t = logit_scale * text @ all_image.T  # (B, W*B)
+    labels = torch.arange(image.shape[0], device=image.device) + rank * image.shape[0]
+    return (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
+
+
+def siglip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                logit_bias: torch.Tensor) -> torch.Tensor:
+    """SigLIP: binary log-loss over every (local image, global text) pair, summed per image row."""
+    rank, _ = _world()
+    all_text = gather_features(text)
+    logits = logit_scale * image @ all_text.T + logit_bias  # (B, W*B)
+    labels = -torch.ones_like(logits)
+    idx = torch.arange(image.shape[0], device=image.device)
+    labels[idx, idx + rank * image.shape[0]] = 1.0
+    return -F.logsigmoid(labels * logits).sum() / image.shape[0]
+
+
+class ContrastiveLoss(nn.Module):
+    """`kind="clip"` (InfoNCE, temperature clamped at 100 as CLIP does) or `kind="siglip"`."""
+
+    def __init__(self, kind: str = "clip", max_logit_scale: float = 100.0) -> None:
+        super().__init__()
+        if kind not in ("clip", "siglip"):
+            raise ValueError(f"contrastive loss must be 'clip' or 'siglip', got {kind!r}")
+        self.kind = kind
+        self.max_logit_scale = max_logit_scale
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor,
+                logit_bias: torch.Tensor | None = None) -> torch.Tensor:
+        scale = log_scale.exp().clamp(max=self.max_logit_scale)
+        if self.kind == "clip":
+            return clip_loss(image, text, scale)
+        return siglip_loss(image, text, scale, logit_bias)

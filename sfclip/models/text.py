@@ -1,0 +1,112 @@
+"""The student text tower: a transformer over token ids, bidirectional by default.
+
+Two embedding modes. "inherited": the token table is copied from the text teacher (same tokenizer, same
+ids), frozen by default, and projected to the tower width when the widths differ; this is where SF-CLIP's
+multilingual transfer comes from. "own": a trainable table of the given tokenizer (the CLIP baseline).
+Pooling uses the tokenizer's own special ids (first token, end token) or the mean over real tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import Block, run_blocks
+
+__all__ = ["TextConfig", "TextTransformer"]
+
+_POOLS = ("first", "mean", "eos")
+
+
+@dataclass
+class TextConfig:
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    layers: int = 12
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    causal: bool = False
+    pool: str = "first"  # first | mean | eos
+    embedding: str = "own"  # own | inherited
+    embed_width: int = 0  # width of the token table; 0 = the tower width
+    freeze_embeddings: bool = True  # inherited tables only
+    pad_id: int = 0
+    eos_id: int = -1  # needed for pool="eos"
+
+    def __post_init__(self) -> None:
+        if self.pool not in _POOLS:
+            raise ValueError(f"text.pool must be one of {_POOLS}, got {self.pool!r}")
+        if self.embedding not in ("own", "inherited"):
+            raise ValueError(f"text.embedding must be 'own' or 'inherited', got {self.embedding!r}")
+        if self.width % self.heads:
+            raise ValueError(f"text.width {self.width} is not divisible by text.heads {self.heads}")
+        if self.causal and self.pool == "first":
+            raise ValueError("text.causal=true needs text.pool='eos' or 'mean': the first token sees nothing")
+        if self.pool == "eos" and self.eos_id < 0:
+            raise ValueError("text.pool='eos' needs text.eos_id (the tokenizer's end-of-sequence id)")
+
+
+class TextTransformer(nn.Module):
+    """Token ids (B, T) -> {"pooled": (B, E), "tokens": (B, T, D)}."""
+
+    def __init__(self, cfg: TextConfig, embed_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.width = cfg.width
+        ew = cfg.embed_width or cfg.width
+        self.token_embedding = nn.Embedding(cfg.vocab_size, ew)
+        self.embed_proj = nn.Linear(ew, cfg.width) if ew != cfg.width else nn.Identity()
+        # Inherited tables live in the teacher's scale; a norm puts tokens and positions on one footing.
+        self.embed_norm = nn.LayerNorm(cfg.width) if cfg.embedding == "inherited" else nn.Identity()
+        self.pos_embed = nn.Parameter(torch.zeros(cfg.context_length, cfg.width))
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, eps=1e-5) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.width)
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
+        self.grad_checkpointing = False
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.01)
+        if cfg.embedding == "inherited" and cfg.freeze_embeddings:
+            self.token_embedding.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def inherit_embeddings(self, table: torch.Tensor) -> None:
+        """Copy a teacher's word-embedding table (V, D) into the token table."""
+        if tuple(table.shape) != tuple(self.token_embedding.weight.shape):
+            raise ValueError(f"teacher embedding table {tuple(table.shape)} does not match the student's "
+                             f"{tuple(self.token_embedding.weight.shape)}: set text.vocab_size and text.embed_width "
+                             "from the teacher (sfclip.objective.build does this)")
+        self.token_embedding.weight.copy_(table)
+
+    def key_padding_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if attention_mask is None:
+            return input_ids != self.cfg.pad_id
+        return attention_mask.bool()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict:
+        B, T = input_ids.shape
+        if T > self.cfg.context_length:
+            raise ValueError(f"{T} tokens exceed text.context_length={self.cfg.context_length}")
+        keep = self.key_padding_mask(input_ids, attention_mask)  # (B, T)
+        x = self.embed_proj(self.token_embedding(input_ids))  # (B, T, D)
+        x = self.embed_norm(x + self.pos_embed[:T])
+        attn = keep[:, None, None, :]  # (B, 1, 1, T): True = attend
+        if self.cfg.causal:
+            attn = attn & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        x = run_blocks(self.blocks, x, self.grad_checkpointing, attn_mask=attn)
+        x = self.norm(x)  # (B, T, D)
+        return {"pooled": self.proj(self.pool(x, input_ids, keep)), "tokens": x}
+
+    def pool(self, x: torch.Tensor, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pool == "first":
+            return x[:, 0]
+        if self.cfg.pool == "mean":
+            m = keep.unsqueeze(-1).to(x.dtype)
+            return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+        # The first end-of-sequence token; rows without one (truncated) use their last real token.
+        is_eos = input_ids == self.cfg.eos_id  # (B, T)
+        last_real = keep.long().sum(1).clamp_min(1) - 1
+        idx = torch.where(is_eos.any(1), is_eos.long().argmax(1), last_real)
+        return x[torch.arange(x.shape[0], device=x.device), idx]

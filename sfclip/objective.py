@@ -1,0 +1,195 @@
+"""One SF-CLIP training step's science: contrastive loss plus selective masked distillation.
+
+`Objective` is the one module DDP wraps. It holds the student, the frozen teachers and the masking RNG.
+For a batch of B pairs it computes the contrastive loss on the whole batch and, on the first
+`k = round(p * B)` rows only, runs the masked student pass, the teachers (or reads cached targets) and
+the per-teacher distillation losses. The total is the weighted sum of the `*_loss` terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import ContrastiveLoss, masked_distill_loss
+from .masking import ImageMaskConfig, TextMaskConfig, bert_mask, patch_mask
+from .models import SFCLIP
+from .teachers import Teacher, TeacherConfig, TextTeacher, VisionTeacher
+
+__all__ = ["ObjectiveConfig", "Objective", "align_patch_grid"]
+
+
+@dataclass
+class ObjectiveConfig:
+    contrastive: str = "clip"  # clip | siglip
+    contrastive_weight: float = 1.0
+    # Fraction p of each batch that gets masked distillation (teachers run only there). Ours: 0.25.
+    distill_fraction: float = 0.25
+    # "separate": a second, masked student pass on the subset; "shared": one masked pass serves both losses.
+    image_view: str = "separate"
+    image_mask: ImageMaskConfig = field(default_factory=ImageMaskConfig)
+    text_mask: TextMaskConfig = field(default_factory=TextMaskConfig)
+    # Where distillation is scored: "masked" positions (BEiT / EVA-02 / BERT; with dropped patches, the kept
+    # ones, as UMT does, since dropped patches have no output) or "all" positions.
+    distill_positions: str = "masked"
+    image_loss: str = "cosine"  # EVA-02
+    text_loss: str = "smooth_l1"  # data2vec
+    teachers: list[TeacherConfig] = field(default_factory=list)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.distill_fraction <= 1.0:
+            raise ValueError(f"objective.distill_fraction must be in [0, 1], got {self.distill_fraction}")
+        if self.image_view not in ("separate", "shared"):
+            raise ValueError(f"objective.image_view must be 'separate' or 'shared', got {self.image_view!r}")
+        if self.distill_positions not in ("masked", "all"):
+            raise ValueError(f"objective.distill_positions must be 'masked' or 'all', got {self.distill_positions!r}")
+        names = [t.name for t in self.teachers]
+        if len(set(names)) != len(names) or "contrastive" in names:
+            raise ValueError(f"teacher names must be unique and not 'contrastive', got {names}")
+        if sum(t.kind == "text" for t in self.teachers) > 1:
+            raise ValueError("at most one text teacher: the student inherits its tokenizer")
+
+
+def align_patch_grid(patch: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resample teacher patch tokens (B, n*n, D) onto the student grid -> (B, h*w, D)."""
+    B, n, D = patch.shape
+    g = int(round(n**0.5))
+    if (g, g) == tuple(grid):
+        return patch
+    x = patch.transpose(1, 2).reshape(B, D, g, g).float()  # (B, D, g, g)
+    mode = "area" if g >= grid[0] and g >= grid[1] else "bilinear"
+    x = F.interpolate(x, size=grid, mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    return x.flatten(2).transpose(1, 2)  # (B, h*w, D)
+
+
+class Objective(nn.Module):
+    """Student + frozen teachers + masking + losses; `forward(batch) -> {"loss", "*_loss", metrics}`."""
+
+    def __init__(self, cfg: ObjectiveConfig, student: SFCLIP, teachers: dict[str, Teacher],
+                 special_ids: list[int], mask_id: int | None, image_mean: list[float], image_std: list[float]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.student = student
+        self.teachers = nn.ModuleDict(teachers)
+        self.tcfg = {t.name: t for t in cfg.teachers}
+        self.contrastive = ContrastiveLoss(cfg.contrastive)
+        self.special_ids = list(special_ids)
+        self.mask_id = mask_id
+        self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+        self.rng = np.random.default_rng(cfg.seed)
+        for name in teachers:
+            if name not in student.heads:
+                raise ValueError(f"teacher {name!r} has no distillation head in the student")
+        if any(isinstance(t, TextTeacher) for t in teachers.values()) and mask_id is None:
+            raise ValueError("text distillation needs a tokenizer with a mask token")
+
+    # -- reproducibility: the masking RNG is part of the training state -------------------------------
+    def rng_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def reseed(self, seed: int) -> None:
+        """Per-rank streams: call with `cfg.seed + rank` so ranks draw different masks."""
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def vision_teachers(self) -> dict[str, VisionTeacher]:
+        return {n: t for n, t in self.teachers.items() if isinstance(t, VisionTeacher)}
+
+    @property
+    def text_teachers(self) -> dict[str, TextTeacher]:
+        return {n: t for n, t in self.teachers.items() if isinstance(t, TextTeacher)}
+
+    def num_distill(self, batch_size: int) -> int:
+        return int(round(self.cfg.distill_fraction * batch_size)) if len(self.teachers) else 0
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        images, ids, am = batch["image"], batch["input_ids"], batch["attention_mask"]
+        B = images.shape[0]
+        k = self.num_distill(B)
+        mcfg = self.cfg.image_mask
+        grid = (images.shape[-2] // self.student.visual.patch_size, images.shape[-1] // self.student.visual.patch_size)
+        n = grid[0] * grid[1]
+        num_keep = n - mcfg.num_masked(n)
+        shared = self.cfg.image_view == "shared"
+        vision_needed = k > 0 and len(self.vision_teachers) > 0
+
+        if shared:  # one masked pass for every row (FLIP); distillation reads its first k rows
+            mask = patch_mask(mcfg, B, grid, self.rng, images.device)
+            vis = self.student.visual(images, mask, mcfg.mode, num_keep)
+            masked_vis = {"patch": vis["patch"][:k], "mask": mask[:k],
+                          "keep_idx": None if vis["keep_idx"] is None else vis["keep_idx"][:k]}
+        else:
+            vis = self.student.visual(images)
+            masked_vis = None
+            if vision_needed:
+                mask = patch_mask(mcfg, k, grid, self.rng, images.device)
+                sub = self.student.visual(images[:k], mask, mcfg.mode, num_keep)
+                masked_vis = {"patch": sub["patch"], "mask": mask, "keep_idx": sub["keep_idx"]}
+        txt = self.student.text(ids, am)
+        img_emb = F.normalize(vis["pooled"], dim=-1)
+        txt_emb = F.normalize(txt["pooled"], dim=-1)
+        out = {"contrastive_loss": self.contrastive(img_emb, txt_emb, self.student.logit_scale, self.student.logit_bias)}
+        weights = {"contrastive_loss": self.cfg.contrastive_weight}
+
+        if vision_needed:
+            for name, teacher in self.vision_teachers.items():
+                out[f"{name}_loss"] = self._vision_distill(name, teacher, batch, images, k, grid, masked_vis)
+                weights[f"{name}_loss"] = self.tcfg[name].weight
+        if k > 0 and self.text_teachers:
+            for name, teacher in self.text_teachers.items():
+                out[f"{name}_loss"] = self._text_distill(name, teacher, batch, ids[:k], am[:k])
+                weights[f"{name}_loss"] = self.tcfg[name].weight
+        out["loss"] = sum(weights[key] * out[key] for key in weights)
+        out["logit_scale"] = self.student.logit_scale.detach().exp()
+        out["distill_rows"] = torch.tensor(float(k))
+        return out
+
+    def _teacher_input(self, teacher: VisionTeacher, batch: dict, images: torch.Tensor, k: int) -> torch.Tensor:
+        """The subset rendered at the teacher's size in [0, 1]; resized from the student view if the data
+        pipeline did not render it."""
+        rendered = batch.get("teacher_image", {}).get(teacher.image_size)
+        if rendered is not None:
+            return rendered[:k]
+        x = images[:k].float() * self.image_std + self.image_mean  # (k, 3, H, W) in [0, 1]
+        if x.shape[-1] != teacher.image_size or x.shape[-2] != teacher.image_size:
+            x = F.interpolate(x, size=(teacher.image_size,) * 2, mode="bicubic", align_corners=False, antialias=True)
+        return x.clamp(0.0, 1.0)
+
+    def _vision_distill(self, name: str, teacher: VisionTeacher, batch: dict, images: torch.Tensor, k: int,
+                        grid: tuple[int, int], masked_vis: dict) -> torch.Tensor:
+        cached = batch.get("targets", {}).get(name)
+        if cached is not None:
+            target = cached["patch"][:k]
+        else:
+            target = teacher(self._teacher_input(teacher, batch, images, k))["patch"]  # (k, Nt, Dt)
+        head = self.student.heads[name]
+        target = head.normalize_target(align_patch_grid(target, grid))  # (k, N, Dt)
+        pred = head(masked_vis["patch"])  # (k, N or K, Dt)
+        weight = None
+        if masked_vis["keep_idx"] is not None:  # dropped patches: score the kept ones (UMT)
+            target = target.gather(1, masked_vis["keep_idx"].unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+        elif self.cfg.distill_positions == "masked":
+            weight = masked_vis["mask"]
+        return masked_distill_loss(pred, target, weight, self.tcfg[name].loss or self.cfg.image_loss)
+
+    def _text_distill(self, name: str, teacher: TextTeacher, batch: dict, ids: torch.Tensor,
+                      am: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
+        masked_ids, selected = bert_mask(ids, am, self.special_ids, self.mask_id,
+                                         self.student.text.cfg.vocab_size, self.cfg.text_mask, g)
+        cached = batch.get("targets", {}).get(name)
+        target = cached["tokens"][:ids.shape[0]] if cached is not None else teacher(ids, am)["tokens"]  # (k, T, Dt)
+        head = self.student.heads[name]
+        target = head.normalize_target(target)
+        pred = head(self.student.text(masked_ids, am)["tokens"])  # (k, T, Dt)
+        weight = selected if self.cfg.distill_positions == "masked" else am.bool()
+        return masked_distill_loss(pred, target, weight, self.tcfg[name].loss or self.cfg.text_loss)
