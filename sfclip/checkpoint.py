@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from .models import SFCLIP, ModelConfig
 from .tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["save_student", "load_student", "load", "atomic_dir", "atomic_write_text"]
+__all__ = ["save_student", "load_student", "load", "image_stats", "atomic_dir", "atomic_write_text"]
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.yaml", "tokenizer"
 
@@ -116,9 +116,16 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
     folder = _resolve_checkpoint(path)
     model = load_student(folder, device)
     tokenizer = load_tokenizer(folder / TOKENIZER) if (folder / TOKENIZER).is_dir() else None
-    cfg = OmegaConf.load(folder / CONFIG)
-    mean = list(cfg.data.mean) if "data" in cfg else [0.48145466, 0.4578275, 0.40821073]
-    std = list(cfg.data.std) if "data" in cfg else [0.26862954, 0.26130258, 0.27577711]
     from .data.transforms import eval_transform
 
-    return model, tokenizer, eval_transform(model.cfg.vision.image_size, mean, std)
+    return model, tokenizer, eval_transform(model.cfg.vision.image_size, *image_stats(folder))
+
+
+def image_stats(path: str | Path) -> tuple[list[float], list[float]]:
+    """The (mean, std) the checkpoint's student was trained with (OpenAI CLIP's when not recorded)."""
+    from .data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    cfg = OmegaConf.load(_resolve_checkpoint(path) / CONFIG)
+    if "data" in cfg:
+        return list(cfg.data.mean), list(cfg.data.std)
+    return list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD)

@@ -88,6 +88,16 @@ class Objective(nn.Module):
                 raise ValueError(f"teacher {name!r} has no distillation head in the student")
         if any(isinstance(t, TextTeacher) for t in teachers.values()) and mask_id is None:
             raise ValueError("text distillation needs a tokenizer with a mask token")
+        self._freeze_unused()
+
+    def _freeze_unused(self) -> None:
+        """Parameters this objective never uses get no gradient, so DDP needs no unused-parameter search."""
+        s, cfg = self.student, self.cfg
+        s.logit_bias.requires_grad_(cfg.contrastive == "siglip")
+        masks_images = cfg.image_view == "shared" or (cfg.distill_fraction > 0 and bool(self.vision_teachers))
+        s.visual.mask_token.requires_grad_(masks_images and cfg.image_mask.mode == "replace")
+        for name, head in s.heads.items():
+            head.requires_grad_(cfg.distill_fraction > 0 and name in self.teachers)
 
     # -- reproducibility: the masking RNG is part of the training state -------------------------------
     def rng_state(self) -> dict:
@@ -109,7 +119,10 @@ class Objective(nn.Module):
         return {n: t for n, t in self.teachers.items() if isinstance(t, TextTeacher)}
 
     def num_distill(self, batch_size: int) -> int:
-        return int(round(self.cfg.distill_fraction * batch_size)) if len(self.teachers) else 0
+        """Rows that get distillation: round(p * B), at least one when p > 0 (every head is used each step)."""
+        if not len(self.teachers) or self.cfg.distill_fraction == 0:
+            return 0
+        return max(1, int(round(self.cfg.distill_fraction * batch_size)))
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         images, ids, am = batch["image"], batch["input_ids"], batch["attention_mask"]

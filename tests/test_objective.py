@@ -87,13 +87,25 @@ def test_gradients_reach_every_trainable_parameter_and_no_frozen_one(tiny_vision
     obj.train()
     assert not any(m.training for t in obj.teachers.values() for m in t.modules())
     obj(batch_for(tok))["loss"].backward()
+    frozen = {n for n, p in obj.named_parameters() if not p.requires_grad}
+    assert {n for n in frozen if not n.startswith("teachers.")} == {"student.text.token_embedding.weight",
+                                                                    "student.logit_bias"}  # bias: SigLIP only
+    assert any(n.startswith("teachers.dino.") for n in frozen) and any(n.startswith("teachers.bert.") for n in frozen)
     for name, prm in obj.named_parameters():
-        if name.startswith("teachers.") or name == "student.text.token_embedding.weight":
-            assert not prm.requires_grad and prm.grad is None, name
-        elif name == "student.logit_bias":
-            continue  # SigLIP only
-        else:
+        if prm.requires_grad:
             assert prm.grad is not None and torch.isfinite(prm.grad).all(), name
+        else:
+            assert prm.grad is None, name
+
+
+def test_unused_parameters_are_frozen_for_ddp(tiny_vision_teacher_dir, tiny_text_teacher_dir):
+    obj, _ = make(tiny_vision_teacher_dir, tiny_text_teacher_dir, p=0.0)
+    assert not obj.student.visual.mask_token.requires_grad
+    assert not any(p.requires_grad for p in obj.student.heads.parameters())
+    obj, _ = make(tiny_vision_teacher_dir, tiny_text_teacher_dir, p=0.5, contrastive="siglip",
+                  image_mask=ImageMaskConfig(mode="drop", kind="random"))
+    assert obj.student.logit_bias.requires_grad and not obj.student.visual.mask_token.requires_grad
+    assert obj.num_distill(2) == 1 and obj.num_distill(3) == 2
 
 
 def test_student_state_has_no_teacher_weights(obj_tok):

@@ -1,0 +1,293 @@
+"""The training loop: one process or many under torchrun, checkpoints, resume, logs and eval hooks.
+
+The loop only sees steps: the duration (steps, epochs or samples) is resolved once. Each step runs
+`grad_accum` micro-batches through the objective (the module DDP wraps), skips the update if any rank's
+loss is not finite, clips, steps AdamW and the schedule, and clamps the temperature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import resource
+import signal
+import time
+from collections import Counter
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from ..build import build_objective
+from ..config import RunConfig, to_yaml
+from ..data.loader import build_train_loader
+from .dist import all_reduce_min, barrier, init_distributed
+from .eval_hook import EvalHook
+from .logs import MetricLogger, setup_logging
+from .optim import build_optimizer, lr_lambda
+from .state import find_resume, load_training_state, rng_state, save_training_checkpoint, set_rng_state
+
+__all__ = ["Trainer", "train", "TrainingDiverged"]
+
+log = logging.getLogger(__name__)
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite losses in a row."""
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.to(device, non_blocking=True)
+        elif isinstance(v, dict) and k in ("teacher_image", "targets"):
+            out[k] = _to_device(v, device)
+        else:
+            out[k] = v
+    return out
+
+
+class Trainer:
+    """`Trainer(cfg).fit()`; see `sfclip train --help` for the command line."""
+
+    def __init__(self, cfg: RunConfig, eval_hook: EvalHook | None = None) -> None:
+        self.cfg = cfg
+        self.dist = init_distributed(cfg.train.device)
+        self.device = self.dist.device
+        self.run_dir = cfg.run_dir
+        setup_logging(self.dist.rank, self.run_dir / "train.log" if self.dist.is_main else None)
+        torch.manual_seed(cfg.train.seed + self.dist.rank)
+        self.precision = self._resolve_precision(cfg.train.precision)
+
+        self.objective, self.tokenizer = build_objective(cfg.objective, cfg.student, cfg.data.mean, cfg.data.std)
+        self.objective.reseed(cfg.objective.seed + self.dist.rank)
+        cfg.data.teacher_sizes = sorted({t.image_size for t in self.objective.vision_teachers.values()})
+        self.objective.to(self.device)
+        self.student = self.objective.student
+        self.model = self._wrap(self.objective)
+        self.optimizer = build_optimizer(self.student, cfg.optim)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+        self.loader, self.data_info = None, None
+        self.total_steps = 0
+        self.step, self.epoch, self.batch_in_epoch, self.samples_seen = 0, 0, 0, 0
+        self.bad_steps_total, self.bad_in_a_row = 0, 0
+        self.skipped = Counter()
+        self.stop_requested = False
+        self.eval_hook = eval_hook if eval_hook is not None else EvalHook(cfg.eval, cfg.data)
+        self.metrics = MetricLogger(self.run_dir, cfg.log, enabled=self.dist.is_main)
+        self.last_checkpoint = None
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _resolve_precision(self, p: str) -> str:
+        if p == "auto":
+            ok = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            return "bf16" if ok else "fp32"
+        if p in ("bf16", "fp16") and self.device.type == "cpu" and p == "fp16":
+            raise ValueError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+        return p
+
+    def _wrap(self, objective):
+        if self.dist.world_size == 1:
+            return objective
+        ignore = [f"teachers.{n}" for n, _ in objective.teachers.named_parameters()]
+        ignore += [f"teachers.{n}" for n, _ in objective.teachers.named_buffers()]
+        DDP._set_params_and_buffers_to_ignore_for_model(objective, ignore)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(objective, device_ids=ids, broadcast_buffers=False)
+
+    def _resolve_duration(self) -> int:
+        t, per_step = self.cfg.train, self.cfg.data.batch_size * self.dist.world_size * self.cfg.train.grad_accum
+        if t.steps:
+            return t.steps
+        if t.epochs:
+            return max(1, math.ceil(t.epochs * self.data_info.num_batches / t.grad_accum))
+        return max(1, math.ceil(t.samples / per_step))
+
+    def _build_loader(self) -> None:
+        self.loader, self.data_info = build_train_loader(self.cfg.data, self.tokenizer, self.dist.rank,
+                                                         self.dist.world_size, self.epoch, self.batch_in_epoch)
+
+    def _schedule(self):
+        fn = lr_lambda(self.cfg.optim, self.total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, fn)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "samples_seen": self.samples_seen, "bad_steps_total": self.bad_steps_total,
+                "skipped": dict(self.skipped), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rng_state(), "objective_rng": self.objective.rng_state(), "world_size": self.dist.world_size}
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            self.last_checkpoint = save_training_checkpoint(self.run_dir, self.step, self.student, self.tokenizer,
+                                                            self.cfg, self._state(), self.cfg.train.keep_last)
+        barrier()
+
+    def _resume(self) -> None:
+        path = find_resume(self.run_dir, self.cfg.train.resume)
+        if path is None:
+            if self.cfg.train.resume:
+                log.info("train.resume=%s: no checkpoint yet in %s, starting fresh", self.cfg.train.resume, self.run_dir)
+            return
+        from safetensors.torch import load_file
+
+        state = load_training_state(path)
+        self.student.load_state_dict(load_file(str(path / "model.safetensors"), device=str(self.device)))
+        if state["world_size"] != self.dist.world_size:
+            log.warning("resuming a %d-rank run on %d ranks: data order and masks will differ from the original run",
+                        state["world_size"], self.dist.world_size)
+        self.scaler.load_state_dict(state["scaler"])
+        # Loaded after the scheduler exists: building LambdaLR rewrites every group's lr.
+        self._pending = (state["optimizer"], state["scheduler"])
+        for k in ("step", "epoch", "batch_in_epoch", "samples_seen", "bad_steps_total"):
+            setattr(self, k, state[k])
+        self.skipped = Counter(state["skipped"])
+        set_rng_state(state["rng"])
+        self.objective.set_rng_state(state["objective_rng"])
+        self.last_checkpoint = path
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _batches(self):
+        """Micro-batches across epochs, tracking the position for exact resume."""
+        while True:
+            self.data_info.set_epoch(self.epoch)
+            for batch in self.loader:
+                self.batch_in_epoch += 1
+                yield batch
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            log.warning("signal %d: finishing this step, saving a checkpoint and stopping", signum)
+            self.stop_requested = True
+        with contextlib.suppress(ValueError):  # not in the main thread
+            signal.signal(signal.SIGTERM, handler)
+            signal.signal(signal.SIGINT, handler)
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        self._pending = None
+        self._resume()
+        self._build_loader()
+        self.total_steps = self._resolve_duration()
+        self.scheduler = self._schedule()
+        if self._pending is not None:
+            self.optimizer.load_state_dict(self._pending[0])
+            self.scheduler.load_state_dict(self._pending[1])
+        self._install_signal_handlers()
+        log.info("training %s for %d steps (%s) on %s x%d, precision %s, %d trainable parameters", cfg.student.model,
+                 self.total_steps, self.cfg.train, self.device, self.dist.world_size, self.precision,
+                 sum(p.numel() for p in self.student.parameters() if p.requires_grad))
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.dist.is_main and cfg.log.progress),
+                   dynamic_ncols=True, desc="train")
+        batches = self._batches()
+        start_step, last = self.step, {}
+        t_log, samples_log = time.perf_counter(), 0
+        while self.step < self.total_steps and not self.stop_requested:
+            out, n = self._train_step(batches)
+            samples_log += n
+            bar.update(1)
+            if self.step % cfg.log.every_steps == 0 or self.step == self.total_steps:
+                dt = time.perf_counter() - t_log
+                last = self._log(out, samples_log / max(dt, 1e-9))
+                bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in last.items() if k.endswith("_loss")}
+                                | {"samples/s": f"{last['samples_per_s']:.1f}"})
+                t_log, samples_log = time.perf_counter(), 0
+            if self.eval_hook.due(self.step, self.total_steps):
+                self._evaluate()
+            if self.step % cfg.train.ckpt_every == 0 and self.step < self.total_steps:
+                self.save()
+            if cfg.train.max_steps_this_run and self.step - start_step >= cfg.train.max_steps_this_run:
+                self.stop_requested = True
+        bar.close()
+        self.save()
+        self.metrics.close()
+        return {"step": self.step, "total_steps": self.total_steps, "checkpoint": str(self.last_checkpoint),
+                "bad_steps": self.bad_steps_total, "skipped": dict(self.skipped), **last}
+
+    def _train_step(self, batches) -> tuple[dict, int]:
+        cfg, accum = self.cfg, self.cfg.train.grad_accum
+        self.model.train()
+        dtype = _DTYPES.get(self.precision)
+        total, samples, out = 0.0, 0, {}
+        for micro in range(accum):
+            batch = next(batches)
+            self.skipped.update(batch.pop("skipped", {}))
+            batch = _to_device(batch, self.device)
+            sync = micro == accum - 1 or not isinstance(self.model, DDP)
+            with (contextlib.nullcontext() if sync else self.model.no_sync()):
+                with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    out = self.model(batch)
+                self.scaler.scale(out["loss"] / accum).backward()
+            total = total + out["loss"].detach() / accum
+            samples += batch["image"].shape[0] * self.dist.world_size
+        finite = all_reduce_min(torch.isfinite(total).float().reshape(1))
+        self.step += 1
+        self.samples_seen += samples
+        if finite.item() < 1:  # skip the update on every rank together
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.update()
+            self._count_bad_step()
+            self.scheduler.step()
+            return {**out, "grad_norm": torch.tensor(float("nan"))}, samples
+        self.bad_in_a_row = 0
+        self.scaler.unscale_(self.optimizer)
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.student.parameters() if p.requires_grad], clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        with torch.no_grad():  # CLIP: the temperature never exceeds 100
+            self.student.logit_scale.clamp_(0, math.log(100))
+        return {**out, "grad_norm": grad_norm}, samples
+
+    def _count_bad_step(self) -> None:
+        self.bad_steps_total += 1
+        self.bad_in_a_row += 1
+        log.warning("step %d: non-finite loss, update skipped (%d in a row)", self.step, self.bad_in_a_row)
+        if self.bad_in_a_row >= self.cfg.train.max_bad_steps:
+            raise TrainingDiverged(
+                f"{self.bad_in_a_row} non-finite losses in a row at step {self.step}; stopped without saving. "
+                f"The last good checkpoint is {self.last_checkpoint or 'none (no checkpoint was written yet)'}. "
+                "Lower optim.lr, raise optim.warmup_steps, use train.precision=fp32, or check the data.")
+
+    def _log(self, out: dict, samples_per_s: float) -> dict:
+        keys = sorted(k for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1)
+        vals = torch.stack([out[k].detach().float().reshape(()).to(self.device) for k in keys])
+        if self.dist.world_size > 1:  # means over ranks (the single-process equivalents)
+            torch.distributed.all_reduce(vals)
+            vals /= self.dist.world_size
+        metrics = dict(zip(keys, vals.tolist()))
+        metrics.update({"lr": self.scheduler.get_last_lr()[0], "samples_per_s": samples_per_s, "epoch": self.epoch,
+                        "samples_seen": self.samples_seen, "bad_steps": self.bad_steps_total,
+                        **{f"skipped/{k}": v for k, v in self.skipped.items()}})
+        if self.device.type == "cuda":
+            metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        else:
+            metrics["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        self.metrics.log(self.step, metrics)
+        return metrics
+
+    def _evaluate(self) -> None:
+        if self.dist.is_main:
+            results = self.eval_hook.run(self.student, self.tokenizer, self.device)
+            if results:
+                log.info("eval at step %d: %s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
+                self.metrics.log(self.step, results)
+        barrier()
+
+
+def train(cfg: RunConfig) -> dict:
+    """Run training from a config; returns a summary (final step, last metrics, checkpoint path)."""
+    return Trainer(cfg).fit()
