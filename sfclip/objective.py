@@ -170,8 +170,9 @@ class Objective(nn.Module):
         """The subset rendered at the teacher's size in [0, 1]; resized from the student view if the data
         pipeline did not render it."""
         rendered = batch.get("teacher_image", {}).get(teacher.image_size)
-        if rendered is not None:
-            return rendered[:k]
+        if rendered is not None:  # uint8 from the data pipeline
+            x = rendered[:k]
+            return x.float().div_(255.0) if x.dtype == torch.uint8 else x
         x = images[:k].float() * self.image_std + self.image_mean  # (k, 3, H, W) in [0, 1]
         if x.shape[-1] != teacher.image_size or x.shape[-2] != teacher.image_size:
             x = F.interpolate(x, size=(teacher.image_size,) * 2, mode="bicubic", align_corners=False, antialias=True)

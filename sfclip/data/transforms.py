@@ -112,13 +112,13 @@ class _Normalize:
         return out.mul_(1.0 / (255.0 * self.std))
 
 
-def _empty(shape: tuple[int, ...], shared: bool = True) -> torch.Tensor:
-    """A float32 tensor, in shared memory inside a DataLoader worker (as torch's default_collate does),
-    so that sending the batch to the main process copies nothing."""
+def _empty(shape: tuple[int, ...], shared: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A tensor in shared memory inside a DataLoader worker (as torch's default_collate does), so that
+    sending the batch to the main process copies nothing."""
     if not shared or get_worker_info() is None or not hasattr(torch.UntypedStorage, "_new_shared"):
-        return torch.empty(shape)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
-    return torch.empty(0).set_(storage, 0, shape)
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
 def _resize_centre_crop(img: Image.Image, size: int) -> Image.Image:
@@ -158,7 +158,7 @@ def eval_transform(image_size: int = 224, mean: Sequence[float] = OPENAI_CLIP_ME
 class ImageTransform:
     """One decoded image -> the student view and the teacher views of the same crop.
 
-    Returns `{"image": (3, S, S) normalized, "teacher_image": {s: (3, s, s) in [0, 1]}}`. In training,
+    Returns `{"image": (3, S, S) normalized, "teacher_image": {s: (3, s, s) uint8}}`. In training,
     one random resized crop box is drawn and every view is rendered straight from the source pixels
     inside it (`Image.resize(box=...)`), so all views show exactly the same content at their own
     resolution. In eval, every view is the resize + centre crop at its size.
@@ -196,7 +196,7 @@ class ImageTransform:
         return views
 
     def batch(self, views: list[dict[int, np.ndarray]], squeeze: bool = False) -> dict:
-        """Views of B images -> `{"image": (B, 3, S, S) normalized, "teacher_image": {s: (B, 3, s, s)}}`.
+        """Views of B images -> `{"image": (B, 3, S, S) normalized, "teacher_image": {s: (B, 3, s, s) uint8}}`.
 
         One uint8 -> float pass per batch, written straight into shared memory in a worker, instead of
         per-image tensors that are then stacked and copied again.
@@ -207,7 +207,9 @@ class ImageTransform:
 
         n, s, shared = len(views), self.image_size, not squeeze
         image = self.normalize.from_uint8(stacked(s), _empty((n, 3, s, s), shared))  # (B, 3, S, S)
-        teacher = {t: torch.mul(stacked(t), 1.0 / 255.0, out=_empty((n, 3, t, t), shared))  # (B, 3, t, t)
+        # Teacher views stay uint8 (a quarter of float32's bytes through workers and host-to-device copies);
+        # the objective scales them to [0, 1] on the device.
+        teacher = {t: _empty((n, 3, t, t), shared, torch.uint8).copy_(stacked(t))  # (B, 3, t, t)
                    for t in self.teacher_sizes}
         if squeeze:
             return {"image": image[0], "teacher_image": {t: x[0] for t, x in teacher.items()}}

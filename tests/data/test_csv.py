@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import image_bytes
+from data_helpers import image_bytes
 from torch.utils.data import DataLoader
 
 from sfclip.data import SKIP_REASONS, CsvCollate, CsvDataset, DataConfig, ImageTransform, build_train_loader

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import good_samples, image_bytes, write_shard
+from data_helpers import good_samples, image_bytes, write_shard
 
 from sfclip.data import DataConfig, build_train_loader
 from sfclip.data.stream import worker_role
