@@ -30,9 +30,12 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .train.loop import train
 
+    import os
+
     cfg = load_config(args.recipe, args.overrides)
     summary = train(cfg)
-    print(json.dumps(summary, indent=2, default=str))
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
