@@ -15,7 +15,7 @@ from .objective import Objective, ObjectiveConfig
 from .teachers import Teacher, TeacherConfig, TextTeacher, build_teacher
 from .tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["StudentConfig", "build_objective", "build_student"]
+__all__ = ["StudentConfig", "build_objective", "build_student", "build_teachers"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,31 @@ def build_student(scfg: StudentConfig, teachers: dict[str, Teacher], tokenizer: 
     return model
 
 
+def build_teachers(ocfg: ObjectiveConfig, scfg: StudentConfig, targets: str = "", data_cfg=None) -> dict[str, Teacher]:
+    """The run's teachers by name. With a target cache (`targets`, checked against the run with `data_cfg`),
+    each vision teacher it serves is a weightless stand-in; text teachers always load, since the student
+    inherits their tokenizer and embedding table."""
+    mcfg = resolve_model_config(scfg.model, scfg.overrides)
+    served: dict[str, dict] = {}
+    if targets:
+        from .data.targets import check_run, read_meta
+
+        meta = read_meta(targets)
+        names = check_run(meta, ocfg.teachers, data_cfg, mcfg.vision.grid, mcfg.text.context_length, targets)
+        served = {n: meta["teachers"][n] for n in names}
+    teachers: dict[str, Teacher] = {}
+    for tc in ocfg.teachers:
+        if tc.kind == "vision" and tc.name in served:
+            from .teachers.cached import CachedVisionTeacher
+
+            log.info("teacher %s: targets from the cache %s", tc.name, targets)
+            teachers[tc.name] = CachedVisionTeacher.from_meta(tc.name, served[tc.name], targets)
+            continue
+        log.info("loading teacher %s from %s", tc.name, tc.source)
+        teachers[tc.name] = build_teacher(tc, student_grid=mcfg.vision.grid)
+    return teachers
+
+
 def build_objective(ocfg: ObjectiveConfig, scfg: StudentConfig, image_mean: list[float], image_std: list[float],
                     teachers: dict[str, Teacher] | None = None) -> tuple[Objective, Tokenizer]:
     """Build (or take prebuilt) teachers, the student and the objective; returns it with the tokenizer."""
@@ -76,11 +101,7 @@ def build_objective(ocfg: ObjectiveConfig, scfg: StudentConfig, image_mean: list
         raise ValueError("student.text_embedding=inherited needs a text teacher; add one to objective.teachers "
                          "or set student.text_embedding=own with student.tokenizer")
     if teachers is None:
-        grid = resolve_model_config(scfg.model, scfg.overrides).vision.grid
-        teachers = {}
-        for tc in ocfg.teachers:
-            log.info("loading teacher %s from %s", tc.name, tc.source)
-            teachers[tc.name] = build_teacher(tc, student_grid=grid)
+        teachers = build_teachers(ocfg, scfg)
     ctx = resolve_model_config(scfg.model, scfg.overrides).text.context_length
     text_teacher = next((t for t in teachers.values() if isinstance(t, TextTeacher)), None)
     if text_teacher is not None:

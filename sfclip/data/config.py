@@ -48,6 +48,9 @@ class DataConfig:
     # <shard>_stats.json, __len__), or the row count of a csv.
     num_samples: int = 0
     seed: int = 0
+    # A target cache folder (`sfclip.data.targets`): teacher outputs computed once, attached to each batch as
+    # `batch["targets"]` by sample key instead of running those teachers. "" = run the teachers live.
+    targets: str = ""
     # On resume, also decode the skipped samples' images so that an undecodable image in the skipped
     # range cannot shift the stream by one sample. Costs one decode per skipped sample.
     exact_resume: bool = False
@@ -62,7 +65,7 @@ class DataConfig:
         self.crop_scale, self.ratio = list(self.crop_scale), list(self.ratio)
         self.mean, self.std, self.teacher_sizes = list(self.mean), list(self.std), list(self.teacher_sizes)
 
-        for name in ("train_data", "dataset_type", "csv_img_key", "csv_caption_key", "csv_separator"):
+        for name in ("train_data", "dataset_type", "csv_img_key", "csv_caption_key", "csv_separator", "targets"):
             if not isinstance(getattr(self, name), str):
                 _fail(name, f"must be a string, got {getattr(self, name)!r}")
         for name in ("resampled", "hflip", "exact_resume"):

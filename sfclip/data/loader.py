@@ -89,6 +89,11 @@ def build_train_loader(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
         logger.warning("skip_batches=%d is past the end of epoch %d (%d batches); it yields nothing",
                        skip_batches, epoch, num_batches)
 
+    targets = None
+    if cfg.targets:
+        from .targets import TargetCache
+
+        targets = TargetCache(cfg.targets)  # fails here, in the main process, if the folder is no cache
     shared_epoch = SharedEpoch(epoch)
     transform = ImageTransform(cfg.image_size, cfg.mean, cfg.std, train=True, crop_scale=cfg.crop_scale,
                                ratio=cfg.ratio, teacher_sizes=cfg.teacher_sizes, hflip=cfg.hflip)
@@ -96,7 +101,7 @@ def build_train_loader(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
                           num_worker_batches=num_worker_batches, num_workers=cfg.workers, rank=rank,
                           world_size=world_size, seed=cfg.seed, shuffle_buffer=shuffle_buffer,
                           shared_epoch=shared_epoch, start_epoch=epoch, skip_batches=skip_batches,
-                          exact_resume=cfg.exact_resume)
+                          exact_resume=cfg.exact_resume, targets=targets)
     if cfg.workers > 0:
         # Each worker tokenizes one batch at a time; the tokenizer's own thread pool would only
         # oversubscribe the cores the other workers use.

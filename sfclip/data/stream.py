@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .targets import MISSING_TARGET, TargetCache
 from .transforms import ImageTransform, decode_image
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["SKIP_REASONS", "PASS_END", "SharedEpoch", "SampleSource", "BatchStream", "collate", "worker_role",
            "derive_seed"]
 
-# The keys of `batch["skipped"]`, always all present.
+# The keys of `batch["skipped"]`, always all present (plus `missing_target` when a target cache is attached).
 SKIP_REASONS = ("bad_image", "empty_caption", "bad_text", "missing_image", "bad_shard")
 # Sources yield this between passes over their data.
 PASS_END = None
@@ -138,7 +139,7 @@ class BatchStream(IterableDataset):
     def __init__(self, source: SampleSource, transform: ImageTransform, tokenizer: Callable, *, batch_size: int,
                  num_worker_batches: int, num_workers: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle_buffer: int = 0, shared_epoch: SharedEpoch | None = None, start_epoch: int = 0,
-                 skip_batches: int = 0, exact_resume: bool = False) -> None:
+                 skip_batches: int = 0, exact_resume: bool = False, targets: TargetCache | None = None) -> None:
         super().__init__()
         self.source = source
         self.transform = transform
@@ -153,6 +154,8 @@ class BatchStream(IterableDataset):
         self.start_epoch = start_epoch
         self.skip_batches = skip_batches
         self.exact_resume = exact_resume
+        # Cached teacher targets: samples the cache lacks are skipped (before decoding) and counted.
+        self.targets = targets
 
     def __len__(self) -> int:
         return self.num_worker_batches * self.num_workers
@@ -180,6 +183,8 @@ class BatchStream(IterableDataset):
         to_skip = local_skip * self.batch_size
         while to_skip > 0:
             _, sample = _next(stream, slot)
+            if self.targets is not None and sample["__key__"] not in self.targets:
+                continue  # never part of a batch, so never part of the count being skipped
             if self.exact_resume and self._decode(sample) is None:
                 continue
             to_skip -= 1
@@ -196,6 +201,14 @@ class BatchStream(IterableDataset):
         bad_streak = 0
         while len(keys) < self.batch_size:
             position, sample = _next(stream, slot)
+            if self.targets is not None and sample["__key__"] not in self.targets:
+                counts[MISSING_TARGET] += 1
+                bad_streak += 1
+                if bad_streak >= MAX_BAD_STREAK:
+                    raise RuntimeError(f"{bad_streak} samples in a row have no row in the target cache "
+                                       f"{self.targets.path} (last key {sample['__key__']!r}); was it built "
+                                       "from this data?")
+                continue
             img = self._decode(sample)
             if img is None:
                 counts["bad_image"] += 1
@@ -208,7 +221,11 @@ class BatchStream(IterableDataset):
             views.append(self.transform.views(img, random.Random(derive_seed(self.seed, epoch, slot, position))))
             keys.append(sample["__key__"])
             captions.append(sample["caption"])
-        return collate(keys, captions, self.transform.batch(views), self.tokenizer, counts)
+        batch = collate(keys, captions, self.transform.batch(views), self.tokenizer, counts)
+        if self.targets is not None:
+            batch["targets"] = self.targets.lookup(keys)  # {teacher: {field: (B, n, D) float16}}
+            batch["skipped"][MISSING_TARGET] = int(counts.get(MISSING_TARGET, 0))
+        return batch
 
     @staticmethod
     def _decode(sample: dict) -> Image.Image | None:

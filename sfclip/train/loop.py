@@ -19,9 +19,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from ..build import build_objective
+from ..build import build_objective, build_teachers
 from ..config import RunConfig, to_yaml
 from ..data.loader import build_train_loader
+from ..teachers.cached import CachedVisionTeacher
 from .dist import all_reduce_min, barrier, init_distributed
 from .eval_hook import EvalHook
 from .logs import MetricLogger, setup_logging
@@ -43,7 +44,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
             out[k] = v.to(device, non_blocking=True)
-        elif isinstance(v, dict) and k in ("teacher_image", "targets"):
+        elif isinstance(v, dict):  # teacher_image {size: tensor}, targets {teacher: {field: tensor}}
             out[k] = _to_device(v, device)
         else:
             out[k] = v
@@ -62,9 +63,13 @@ class Trainer:
         torch.manual_seed(cfg.train.seed + self.dist.rank)
         self.precision = self._resolve_precision(cfg.train.precision)
 
-        self.objective, self.tokenizer = build_objective(cfg.objective, cfg.student, cfg.data.mean, cfg.data.std)
+        # With a target cache, the vision teachers it serves are weightless stand-ins (checked against the run).
+        teachers = build_teachers(cfg.objective, cfg.student, cfg.data.targets, cfg.data)
+        self.objective, self.tokenizer = build_objective(cfg.objective, cfg.student, cfg.data.mean, cfg.data.std,
+                                                         teachers)
         self.objective.reseed(cfg.objective.seed + self.dist.rank)
-        cfg.data.teacher_sizes = sorted({t.image_size for t in self.objective.vision_teachers.values()})
+        cfg.data.teacher_sizes = sorted({t.image_size for t in self.objective.vision_teachers.values()
+                                         if not isinstance(t, CachedVisionTeacher)})
         self.objective.to(self.device)
         self.student = self.objective.student
         self.model = self._wrap(self.objective)
