@@ -4,6 +4,7 @@
     sfclip config RECIPE.yaml [key.sub=value ...]    print the resolved, validated config
     sfclip eval CHECKPOINT --task TASK --data PATH    evaluate a checkpoint, CLIP_benchmark JSON out
     sfclip demo [--quick]                            the built-in SF-CLIP vs CLIP benchmark
+    sfclip scenes OUT_DIR [--train N] [--eval N]      write the built-in dataset (shards + eval sets)
     sfclip models                                    list registered model sizes
 """
 
@@ -81,6 +82,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_scenes(args) -> int:
+    from .demo.scenes import write_eval_sets, write_shards
+
+    if args.train:
+        shards = write_shards(Path(args.out_dir) / "train", "train", args.train, seed=args.seed)
+        print(f"wrote {len(shards)} training shards ({args.train} pairs) to {Path(args.out_dir) / 'train'}")
+    if args.eval:
+        for name, path in write_eval_sets(Path(args.out_dir) / "eval", args.eval, seed=args.seed).items():
+            print(f"wrote {name} eval set to {path}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from .models import list_models, model_config
 
@@ -129,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--train-pairs", dest="train_pairs", type=int, nargs="*", help="training budgets (pairs)")
     d.set_defaults(fn=cmd_demo)
+
+    sc = sub.add_parser("scenes", help="write the built-in scenes dataset (WebDataset shards and eval sets)")
+    sc.add_argument("out_dir")
+    sc.add_argument("--train", type=int, default=2000, help="training pairs (0 = none)")
+    sc.add_argument("--eval", type=int, default=500, help="scenes per evaluation set (0 = none)")
+    sc.add_argument("--seed", type=int, default=0)
+    sc.set_defaults(fn=cmd_scenes)
 
     m = sub.add_parser("models", help="list model sizes")
     m.set_defaults(fn=cmd_models)

@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    # Duration: set exactly one; it is resolved once into optimizer steps.
+    # Duration: set one; it is resolved once into optimizer steps.
     steps: int = 0
     epochs: float = 0.0
     samples: int = 0
@@ -43,8 +43,10 @@ class TrainConfig:
     max_steps_this_run: int = 0  # stop (with a checkpoint) after this many steps in this process; 0 = off
 
     def __post_init__(self) -> None:
-        if sum(bool(x) for x in (self.steps, self.epochs, self.samples)) != 1:
-            raise ValueError("train: set exactly one of train.steps, train.epochs, train.samples")
+        if sum(bool(x) for x in (self.steps, self.epochs, self.samples)) > 1:
+            raise ValueError("train: set only one of train.steps, train.epochs, train.samples")
+        if min(self.steps, self.epochs, self.samples) < 0:
+            raise ValueError("train: train.steps, train.epochs and train.samples must be >= 0")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"train.precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if self.grad_accum < 1:
@@ -63,7 +65,7 @@ class RunConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000))
+    train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalHookConfig = field(default_factory=EvalHookConfig)
 

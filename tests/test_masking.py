@@ -83,3 +83,51 @@ def test_bert_mask_rows_without_eligible_tokens():
     out, sel = bert_mask(ids, am, [0, 1, 2, 3], 3, 50, TextMaskConfig(prob=0.0), torch.Generator().manual_seed(0))
     assert not sel[0].any()
     assert sel[1].tolist() == [False, True, False, False]
+
+
+def reference_block_mask(batch, grid, num_masked, min_block, rng, attempts=10, min_aspect=0.3):
+    """BEiT's block masking written plainly, one image at a time, reading the same per-round draws
+    (4, B, attempts) and top-up noise (B, N) as the batched implementation."""
+    import math
+
+    h, w = grid
+    masks = np.zeros((batch, h, w), dtype=bool)
+    count, active = [0] * batch, [num_masked > 0] * batch
+    log_lo, log_hi = math.log(min_aspect), math.log(1 / min_aspect)
+    while any(active):
+        d = rng.random((4, batch, attempts))
+        for b in range(batch):
+            if not active[b]:
+                continue
+            budget, delta = num_masked - count[b], 0
+            for a in range(attempts):
+                lo = min(min_block, budget)
+                area = lo + d[0, b, a] * (budget - lo)
+                aspect = float(np.exp(log_lo + d[1, b, a] * (log_hi - log_lo)))
+                bh, bw = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+                if 0 < bh <= h and 0 < bw <= w:
+                    top, left = int(d[2, b, a] * (h - bh + 1)), int(d[3, b, a] * (w - bw + 1))
+                    new = bh * bw - masks[b, top:top + bh, left:left + bw].sum()
+                    if 0 < new <= budget:
+                        masks[b, top:top + bh, left:left + bw] = True
+                        delta = int(new)
+                        break
+            count[b] += delta
+            active[b] = delta > 0 and count[b] < num_masked
+    flat = masks.reshape(batch, h * w)
+    noise = rng.random((batch, h * w))
+    for b in range(batch):
+        free = np.flatnonzero(~flat[b])
+        flat[b, free[np.argsort(noise[b, free], kind="stable")[:num_masked - flat[b].sum()]]] = True
+    return torch.from_numpy(flat)
+
+
+@pytest.mark.parametrize("grid,k,frac", [((14, 14), 78, 0.08), ((8, 8), 26, 0.08), ((4, 4), 15, 0.08),
+                                         ((7, 5), 1, 0.08), ((6, 9), 40, 0.3), ((16, 16), 0, 0.08)])
+def test_block_mask_matches_the_per_image_reference(grid, k, frac):
+    """The batched rounds give exactly the masks of a plain per-image loop over the same draws."""
+    min_block = max(1, int(round(frac * grid[0] * grid[1])))
+    got = block_patch_mask(32, grid, k, np.random.default_rng(7), min_block_frac=frac)
+    ref = reference_block_mask(32, grid, k, min_block, np.random.default_rng(7))
+    assert torch.equal(got, ref)
+    assert (got.sum(1) == k).all()

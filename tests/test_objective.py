@@ -212,3 +212,40 @@ def test_masks_are_reproducible_from_rng_state(obj_tok):
     c = obj(batch)["loss"]
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert isinstance(obj.rng_state(), dict) and np.random.default_rng().bit_generator.state
+
+
+def test_trimmed_padding_gives_the_full_width_step(obj_tok, monkeypatch):
+    """The objective drops all-padding caption columns (student passes and text teacher); the full-width step
+    is the reference: same losses and gradients, with BERT masks drawn over the real columns in both."""
+    import sfclip.objective as objective_mod
+    from sfclip.masking import bert_mask
+    from sfclip.models.text import padded_length
+
+    obj, tok = obj_tok
+    batch = batch_for(tok)
+    T = batch["input_ids"].shape[1]
+    assert int(batch["attention_mask"].sum(1).max()) < T  # there is padding to drop
+
+    def mask_real_columns(ids, am, *args):
+        L = int(padded_length(am))
+        out, sel = bert_mask(ids[:, :L], am[:, :L], *args)
+        return torch.cat([out, ids[:, L:]], 1), torch.nn.functional.pad(sel, (0, ids.shape[1] - L))
+
+    monkeypatch.setattr(objective_mod, "bert_mask", mask_real_columns)
+    ref_obj = copy.deepcopy(obj)
+    bert = Spy(obj.teachers["bert"])
+    out = obj(batch)
+    out["loss"].backward()
+    assert bert.sizes == [2]
+    monkeypatch.setattr(objective_mod, "padded_length", lambda am: torch.tensor(am.shape[1]))
+    ref_bert_widths = []
+    ref_obj.teachers["bert"].register_forward_pre_hook(lambda m, a: ref_bert_widths.append(a[0].shape[1]))
+    ref = ref_obj(batch)
+    ref["loss"].backward()
+    assert ref_bert_widths == [T]  # the reference really ran full width
+    for key in ("contrastive_loss", "dino_loss", "bert_loss", "loss"):
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-5, atol=1e-6)
+    for (name, p), (_, q) in zip(obj.student.named_parameters(), ref_obj.student.named_parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)

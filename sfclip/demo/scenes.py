@@ -442,7 +442,8 @@ def write_eval_sets(out_dir: str | os.PathLike, num_samples: int = 1000, seed: i
 
     - "classification": `classification/labels.csv` (`filepath,label`; paths relative to the CSV's folder,
       label = class id) over single-object scenes in `classification/images/`, with
-      `classification/classnames.json` (class names, prompt names and templates for every language);
+      `classification/classnames.json` (`classnames` with articles, `templates`, `bare_classnames`, each
+      a dict language -> list, as the zero-shot evaluator reads it with `language=`);
     - "retrieval": `retrieval/captions.json`, Karpathy-style (`images[i].filepath/filename` relative to
       its folder, `split` "test", `num_captions` `sentences` per image from distinct templates);
     - "segmentation": the folder holding `images/<stem>.png`, `masks/<stem>.png` (0 background,
@@ -466,9 +467,14 @@ def write_eval_sets(out_dir: str | os.PathLike, num_samples: int = 1000, seed: i
                 metas.append(meta)
         with open(d / "labels.csv", "w", newline="") as f:
             csv.writer(f, lineterminator="\n").writerows([("filepath", "label"), *rows])
-        names = {lang: {"classnames": vocab.classnames(lang, kind), "templates": vocab.templates(lang, kind),
-                        "prompt_names": vocab.prompt_names(lang, kind)} for lang in vocab.LANGUAGES}
-        _write_json(d / "classnames.json", {"source": kind, "languages": names})
+        # The evaluators' layout: {"classnames": {lang: [...]}, "templates": {lang: [...]}}. The class names
+        # carry their article ("a pair of trousers", "eine Hose") because the templates need it.
+        langs = vocab.LANGUAGES
+        _write_json(d / "classnames.json", {
+            "source": kind,
+            "classnames": {lang: vocab.prompt_names(lang, kind) for lang in langs},
+            "templates": {lang: vocab.templates(lang, kind) for lang in langs},
+            "bare_classnames": {lang: vocab.classnames(lang, kind) for lang in langs}})
         _write_jsonl(d / "meta.jsonl", metas)
 
     with _atomic_dir(root / "retrieval") as r, _atomic_dir(root / "segmentation") as g:

@@ -80,8 +80,8 @@ class EvalHook:
             name = t.name or t.task
             try:
                 metrics = evaluate(t.task, model, tokenizer, **kwargs)
-            except (OSError, ValueError) as e:  # a broken eval set must not kill a long run
-                log.error("eval task %s failed: %s", name, e)
+            except Exception:  # noqa: BLE001 - a broken eval set must not kill a long run
+                log.exception("eval task %s failed; training continues", name)
                 continue
             results.update({f"eval/{name}/{k}": float(v) for k, v in metrics.items()})
         return results

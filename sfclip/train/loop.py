@@ -55,6 +55,8 @@ class Trainer:
     """`Trainer(cfg).fit()`; see `sfclip train --help` for the command line."""
 
     def __init__(self, cfg: RunConfig, eval_hook: EvalHook | None = None) -> None:
+        if not (cfg.train.steps or cfg.train.epochs or cfg.train.samples):
+            raise ValueError("no training duration: set train.steps, train.epochs or train.samples")
         self.cfg = cfg
         self.dist = init_distributed(cfg.train.device)
         self.device = self.dist.device
@@ -110,7 +112,9 @@ class Trainer:
             return t.steps
         if t.epochs:
             return max(1, math.ceil(t.epochs * self.data_info.num_batches / t.grad_accum))
-        return max(1, math.ceil(t.samples / per_step))
+        if t.samples:
+            return max(1, math.ceil(t.samples / per_step))
+        raise ValueError("no training duration: set train.steps, train.epochs or train.samples")
 
     def _build_loader(self) -> None:
         self.loader, self.data_info = build_train_loader(self.cfg.data, self.tokenizer, self.dist.rank,

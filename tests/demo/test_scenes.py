@@ -157,8 +157,12 @@ def test_eval_sets_layout(tmp_path):
     for row, meta in zip(rows, metas):
         assert Image.open(base / row["filepath"]).size == (64, 64)
         assert len(meta["objects"]) == 1 and int(row["label"]) == meta["objects"][0]["class_id"]
-    names = json.loads((base / "classnames.json").read_text())["languages"]
-    assert set(names) == set(vocab.LANGUAGES) and len(names["ja"]["classnames"]) == 10
+    names = json.loads((base / "classnames.json").read_text())
+    assert set(names["classnames"]) == set(vocab.LANGUAGES) and len(names["classnames"]["ja"]) == 10
+    from sfclip.eval.prompts import load_classnames, load_templates
+
+    path = base / "classnames.json"
+    assert load_classnames(path, "de") == vocab.prompt_names("de") and load_templates(path, "fr") == [t.replace("{}", "{c}") for t in vocab.templates("fr")]
 
     ret = json.loads(out["retrieval"].read_text())["images"]
     assert len(ret) == 12

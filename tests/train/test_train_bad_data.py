@@ -12,13 +12,11 @@ from sfclip.train.loop import train
 
 @pytest.mark.slow
 def test_training_survives_and_counts_bad_samples(tmp_path, shard_writer, recipe_writer, tiny_vision_teacher_dir,
-                                                  tiny_text_teacher_dir):
+                                                  tiny_text_teacher_dir, png_maker):
     root = tmp_path / "shards"
     shard_writer(root, num_shards=3, per_shard=16)  # 00000..00002 are clean
-    from conftest import png  # tests/train/conftest.py helper
-
     rng = random.Random(0)
-    good = png((200, 30, 30), rng)
+    good = png_maker((200, 30, 30), rng)
     with wds.TarWriter(str(root / "00003.tar")) as sink:
         sink.write({"__key__": "bad_trunc", "png": good[: len(good) // 2], "txt": "a photo of a red cat"})
         sink.write({"__key__": "bad_garbage", "png": b"\x89PNG not really" * 20, "txt": "a photo of a red cat"})
@@ -26,7 +24,7 @@ def test_training_survives_and_counts_bad_samples(tmp_path, shard_writer, recipe
         sink.write({"__key__": "bad_utf8", "png": good, "txt": b"a photo \xff\xfe of a cat"})
         sink.write({"__key__": "bad_noimage", "txt": "a photo of a red cat"})
         for i in range(16):
-            sink.write({"__key__": f"ok{i:03d}", "png": png((30, 200, 40), rng), "txt": "a photo of a green dog"})
+            sink.write({"__key__": f"ok{i:03d}", "png": png_maker((30, 200, 40), rng), "txt": "a photo of a green dog"})
     (root / "00004.tar").write_bytes(b"this is not a tar archive" * 100)
     # 00005.tar is missing from the brace range
     recipe = recipe_writer(tmp_path / "r.yaml", str(root / "{00000..00005}.tar"), tiny_vision_teacher_dir,
