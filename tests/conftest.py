@@ -128,13 +128,13 @@ def write_recipe(path: Path, shards: str, vision_dir: Path, text_dir: Path, out_
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def recipe_writer():
     """`write_recipe(path, shards, vision_dir, text_dir, out_dir, **dotted_overrides) -> path`."""
     return write_recipe
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shard_writer():
     """`write_pair_shards(root, num_shards, per_shard, seed) -> brace spec`."""
     return write_pair_shards

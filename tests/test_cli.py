@@ -8,12 +8,10 @@ from sfclip.cli import main
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, tiny_vision_teacher_dir, tiny_text_teacher_dir):
-    from conftest import write_pair_shards, write_recipe
-
+def trained_run(tmp_path_factory, tiny_vision_teacher_dir, tiny_text_teacher_dir, shard_writer, recipe_writer):
     root = tmp_path_factory.mktemp("cli")
-    shards = write_pair_shards(root / "shards")
-    recipe = write_recipe(root / "r.yaml", shards, tiny_vision_teacher_dir, tiny_text_teacher_dir, root / "runs",
+    shards = shard_writer(root / "shards")
+    recipe = recipe_writer(root / "r.yaml", shards, tiny_vision_teacher_dir, tiny_text_teacher_dir, root / "runs",
                           **{"train.steps": 10, "log.progress": False})
     assert main(["train", str(recipe)]) == 0
     return root / "runs" / "tiny"

@@ -1,8 +1,10 @@
 """Image and mask decoding, resizing and normalization for evaluation (PIL + numpy + torch only).
 
 Image-level tasks take a `transform` (PIL image -> normalized (3, S, S) tensor); `image_transform` builds
-CLIP's usual one (bicubic resize of the short side, centre crop). Dense tasks keep images unnormalized in
-[0, 1] and resize them as tensors, because masks must follow the same geometry.
+CLIP's usual one, the same `sfclip.data.transforms.eval_transform` that `sfclip.load()` returns (bicubic
+resize of the short side, centre crop). Decoding is the data pipeline's too (EXIF rotation,
+transparency, 16-bit). Dense tasks keep images unnormalized in [0, 1] and resize them as tensors,
+because masks must follow the same geometry.
 """
 
 from __future__ import annotations
@@ -17,28 +19,21 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from sfclip.data.config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from sfclip.data.transforms import decode_image, eval_transform, pil_to_tensor, to_rgb
+
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "image_transform", "open_image", "pil_to_tensor", "load_mask",
     "normalize", "resize_short_side", "center_crop",
 ]
 
 # OpenAI CLIP's preprocessing statistics, the usual default for CLIP-style students.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN, CLIP_STD = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
 def open_image(source: str | Path | bytes) -> Image.Image:
-    """Decode an image file (or its bytes) to RGB."""
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    with Image.open(source) as img:
-        return img.convert("RGB")
-
-
-def pil_to_tensor(img: Image.Image) -> Tensor:
-    """RGB PIL image -> float (3, H, W) in [0, 1]."""
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+    """Decode an image file (or its bytes) to RGB, as the training pipeline does."""
+    return decode_image(source if isinstance(source, bytes) else Path(source).read_bytes())
 
 
 def load_mask(source: str | Path | bytes) -> Tensor:
@@ -85,26 +80,23 @@ def image_transform(image_size: int, mean: Sequence[float] = CLIP_MEAN, std: Seq
                     resize: str = "shortest") -> Callable[[Image.Image], Tensor]:
     """CLIP's eval preprocessing: bicubic resize (short side, or `resize="squash"` to a square), centre
     crop, scale to [0, 1], normalize. Returns a picklable callable for DataLoader workers."""
-    if resize not in ("shortest", "squash"):
+    if resize == "shortest":
+        return eval_transform(image_size, mean, std)
+    if resize != "squash":
         raise ValueError(f"resize must be 'shortest' or 'squash', got {resize!r}")
-    return _Transform(image_size, tuple(mean), tuple(std), resize)
+    return _Squash(image_size, tuple(mean), tuple(std))
 
 
-class _Transform:
-    def __init__(self, image_size: int, mean: tuple, std: tuple, resize: str) -> None:
-        self.image_size, self.mean, self.std, self.resize = image_size, mean, std, resize
+class _Squash:
+    """Resize the whole image to a square (no crop), for sets whose objects fill the frame edge to edge."""
+
+    def __init__(self, image_size: int, mean: tuple, std: tuple) -> None:
+        self.image_size, self.mean, self.std = image_size, mean, std
 
     def __call__(self, img: Image.Image) -> Tensor:
-        img = img.convert("RGB")
         s = self.image_size
-        if self.resize == "squash":
-            img = img.resize((s, s), Image.Resampling.BICUBIC)
-        else:
-            w, h = img.size
-            scale = s / min(w, h)
-            img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.Resampling.BICUBIC)
-        x = center_crop(pil_to_tensor(img), s)  # (3, S, S)
+        x = pil_to_tensor(to_rgb(img).resize((s, s), Image.Resampling.BICUBIC))  # (3, S, S)
         return normalize(x, self.mean, self.std)
 
     def __repr__(self) -> str:
-        return f"image_transform({self.image_size}, mean={self.mean}, std={self.std}, resize={self.resize!r})"
+        return f"image_transform({self.image_size}, mean={self.mean}, std={self.std}, resize='squash')"
