@@ -56,43 +56,69 @@ def random_patch_mask(batch: int, n: int, num_masked: int, device: torch.device 
     return mask.scatter_(1, idx, True)
 
 
-def _block_mask_one(h: int, w: int, num_masked: int, min_block: int, rng: np.random.Generator,
-                    min_aspect: float = 0.3) -> np.ndarray:
-    """BEiT's block-wise masking for one image, topped up or trimmed to exactly `num_masked`."""
-    mask = np.zeros((h, w), dtype=bool)
-    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
-    count = 0
-    while count < num_masked:
-        budget = num_masked - count
-        delta = 0
-        for _ in range(10):
-            area = rng.uniform(min(min_block, budget), budget)
-            aspect = math.exp(rng.uniform(*log_aspect))
-            bh, bw = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-            if 0 < bh <= h and 0 < bw <= w:
-                top, left = rng.integers(0, h - bh + 1), rng.integers(0, w - bw + 1)
-                new = bh * bw - mask[top:top + bh, left:left + bw].sum()
-                if 0 < new <= budget:
-                    mask[top:top + bh, left:left + bw] = True
-                    delta = int(new)
-                    break
-        if delta == 0:
-            break
-        count += delta
-    flat = mask.reshape(-1)
-    if count < num_masked:  # no block fits the remainder: finish with random patches
-        free = np.flatnonzero(~flat)
-        flat[rng.choice(free, num_masked - count, replace=False)] = True
+BLOCK_ATTEMPTS = 10  # BEiT: tries per block before giving up on blocks
+
+
+def block_round(mask: np.ndarray, count: np.ndarray, active: np.ndarray, num_masked: int, min_block: int,
+                draws: np.ndarray, min_aspect: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One round of BEiT's block masking for every row at once: each active row tries `BLOCK_ATTEMPTS`
+    random blocks in order and keeps the first that covers between 1 and its remaining budget of new
+    patches; a row with no such block stops.
+
+    `mask` (B, h, w) bool, `count` (B,) masked so far, `active` (B,) bool; `draws` (4, B, A) uniforms in
+    [0, 1) for area, log-aspect, top and left. Returns the updated (mask, count, active).
+    """
+    _, h, w = mask.shape
+    budget = (num_masked - count)[:, None].astype(np.float64)  # (B, 1)
+    lo = np.minimum(min_block, budget)
+    area = lo + draws[0] * (budget - lo)  # (B, A)
+    log_lo, log_hi = math.log(min_aspect), math.log(1 / min_aspect)
+    aspect = np.exp(log_lo + draws[1] * (log_hi - log_lo))
+    bh = np.rint(np.sqrt(area * aspect)).astype(np.int64)  # round half to even, as Python's round
+    bw = np.rint(np.sqrt(area / aspect)).astype(np.int64)
+    fits = (bh > 0) & (bh <= h) & (bw > 0) & (bw <= w)
+    top = np.floor(draws[2] * np.clip(h - bh + 1, 1, None)).astype(np.int64)  # integers(0, h - bh + 1)
+    left = np.floor(draws[3] * np.clip(w - bw + 1, 1, None)).astype(np.int64)
+    rows, cols = np.arange(h), np.arange(w)
+    in_rows = (rows >= top[..., None]) & (rows < (top + bh)[..., None])  # (B, A, h)
+    in_cols = (cols >= left[..., None]) & (cols < (left + bw)[..., None])  # (B, A, w)
+    block = in_rows[..., :, None] & in_cols[..., None, :]  # (B, A, h, w)
+    new = (block & ~mask[:, None]).sum((2, 3))  # (B, A) patches a block would add
+    ok = fits & (new > 0) & (new <= budget)
+    first = ok.argmax(1)  # the first acceptable attempt
+    take = active & ok.any(1)
+    idx = np.flatnonzero(take)
+    mask[idx] |= block[idx, first[idx]]
+    count = count + np.where(take, new[np.arange(len(first)), first], 0)
+    return mask, count, take & (count < num_masked)
+
+
+def fill_random(flat: np.ndarray, num_masked: int, noise: np.ndarray) -> np.ndarray:
+    """Top every row of `flat` (B, N) up to `num_masked` with the free patches of lowest `noise` (B, N)."""
+    need = num_masked - flat.sum(1)  # (B,)
+    order = np.argsort(np.where(flat, np.inf, noise), axis=1, kind="stable")  # free patches first
+    pick = np.arange(flat.shape[1])[None] < need[:, None]  # (B, N): the first `need` of each row
+    np.put_along_axis(flat, order, np.take_along_axis(flat, order, 1) | pick, axis=1)
     return flat
 
 
 def block_patch_mask(batch: int, grid: tuple[int, int], num_masked: int, rng: np.random.Generator,
                      min_block_frac: float = 0.08, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, h*w) bool of BEiT-style rectangular blocks, exactly `num_masked` True per row."""
+    """(B, h*w) bool of BEiT-style rectangular blocks, exactly `num_masked` True per row.
+
+    All rows advance together, one block per round, so a batch costs a handful of array operations
+    instead of a Python loop per image; rows that no block fits are finished with random patches.
+    """
     h, w = grid
     min_block = max(1, int(round(min_block_frac * h * w)))
-    rows = np.stack([_block_mask_one(h, w, num_masked, min_block, rng) for _ in range(batch)])
-    return torch.from_numpy(rows).to(device)
+    mask = np.zeros((batch, h, w), dtype=bool)
+    count = np.zeros(batch, dtype=np.int64)
+    active = np.full(batch, num_masked > 0)
+    while active.any():
+        mask, count, active = block_round(mask, count, active, num_masked, min_block,
+                                          rng.random((4, batch, BLOCK_ATTEMPTS)))
+    flat = fill_random(mask.reshape(batch, h * w), num_masked, rng.random((batch, h * w)))
+    return torch.from_numpy(flat).to(device)
 
 
 def patch_mask(cfg: ImageMaskConfig, batch: int, grid: tuple[int, int], rng: np.random.Generator,
