@@ -18,6 +18,7 @@ from torch import nn
 from .losses import ContrastiveLoss, masked_distill_loss
 from .masking import ImageMaskConfig, TextMaskConfig, bert_mask, patch_mask
 from .models import SFCLIP
+from .models.text import padded_length
 from .teachers import Teacher, TeacherConfig, TextTeacher, VisionTeacher
 
 __all__ = ["ObjectiveConfig", "Objective", "align_patch_grid"]
@@ -147,7 +148,10 @@ class Objective(nn.Module):
                 mask = patch_mask(mcfg, k, grid, self.rng, images.device)
                 sub = self.student.visual(images[:k], mask, mcfg.mode, num_keep)
                 masked_vis = {"patch": sub["patch"], "mask": mask, "keep_idx": sub["keep_idx"]}
-        txt = self.student.text(ids, am)
+        # Trailing all-padding columns change no real token's output: drop them, for the whole batch and,
+        # tighter, for the distillation subset (one host sync on a GPU for both).
+        L, Lk = torch.stack([padded_length(am), padded_length(am[:max(k, 1)])]).tolist()
+        txt = self.student.text(ids[:, :L], am[:, :L])
         img_emb = F.normalize(vis["pooled"], dim=-1)
         txt_emb = F.normalize(txt["pooled"], dim=-1)
         out = {"contrastive_loss": self.contrastive(img_emb, txt_emb, self.student.logit_scale, self.student.logit_bias)}
@@ -159,7 +163,7 @@ class Objective(nn.Module):
                 weights[f"{name}_loss"] = self.tcfg[name].weight
         if k > 0 and self.text_teachers:
             for name, teacher in self.text_teachers.items():
-                out[f"{name}_loss"] = self._text_distill(name, teacher, batch, ids[:k], am[:k])
+                out[f"{name}_loss"] = self._text_distill(name, teacher, batch, ids[:k, :Lk], am[:k, :Lk])
                 weights[f"{name}_loss"] = self.tcfg[name].weight
         out["loss"] = sum(weights[key] * out[key] for key in weights)
         out["logit_scale"] = self.student.logit_scale.detach().exp()
@@ -201,7 +205,7 @@ class Objective(nn.Module):
         masked_ids, selected = bert_mask(ids, am, self.special_ids, self.mask_id,
                                          self.student.text.cfg.vocab_size, self.cfg.text_mask, g)
         cached = batch.get("targets", {}).get(name)
-        target = cached["tokens"][:ids.shape[0]] if cached is not None else teacher(ids, am)["tokens"]  # (k, T, Dt)
+        target = cached["tokens"][:ids.shape[0], :ids.shape[1]] if cached is not None else teacher(ids, am)["tokens"]  # (k, T, Dt)
         head = self.student.heads[name]
         target = head.normalize_target(target)
         pred = head(self.student.text(masked_ids, am)["tokens"])  # (k, T, Dt)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .heads import DistillHead, HeadConfig
-from .text import TextConfig, TextTransformer
+from .text import TextConfig, TextTransformer, trim_padding
 from .vit import VisionConfig, VisionTransformer
 
 __all__ = ["ModelConfig", "SFCLIP"]
@@ -59,8 +59,10 @@ class SFCLIP(nn.Module):
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     normalize: bool = True) -> torch.Tensor:
-        """(B, T) token ids -> (B, E); a missing attention mask is derived from the pad id."""
-        x = self.text(input_ids, attention_mask)["pooled"]
+        """(B, T) token ids -> (B, E); a missing attention mask is derived from the pad id. Trailing
+        all-padding columns are skipped (the pooled output does not depend on them)."""
+        attention_mask = self.text.key_padding_mask(input_ids, attention_mask)
+        x = self.text(*trim_padding(input_ids, attention_mask))["pooled"]
         return F.normalize(x, dim=-1) if normalize else x
 
     def forward_features(self, images: torch.Tensor) -> dict:

@@ -15,7 +15,7 @@ from torch import nn
 
 from .layers import Block, run_blocks
 
-__all__ = ["TextConfig", "TextTransformer"]
+__all__ = ["TextConfig", "TextTransformer", "padded_length", "trim_padding"]
 
 _POOLS = ("first", "mean", "eos")
 
@@ -47,6 +47,22 @@ class TextConfig:
             raise ValueError("text.causal=true needs text.pool='eos' or 'mean': the first token sees nothing")
         if self.pool == "eos" and self.eos_id < 0:
             raise ValueError("text.pool='eos' needs text.eos_id (the tokenizer's end-of-sequence id)")
+
+
+def padded_length(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask -> 0-d tensor: 1 + the last column holding a real token in any row.
+
+    Columns after it are padding in every row: the tower masks padded keys and uses no padded query
+    (pooling reads real tokens), so dropping them changes no real token's output.
+    """
+    return attention_mask.bool().any(0).long().cumsum(0).argmax() + 1
+
+
+def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the trailing all-padding columns of a batch (B, T) -> (B, L), L <= T. Captions are mostly far
+    shorter than the context, so this saves most of the text tower's work; costs a host sync on a GPU."""
+    length = int(padded_length(attention_mask))
+    return input_ids[:, :length], attention_mask[:, :length]
 
 
 class TextTransformer(nn.Module):
