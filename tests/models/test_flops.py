@@ -10,7 +10,11 @@ from sfclip.models.flops import (EncoderShape, encoder_forward_flops, head_forwa
 
 
 def counted(fn) -> int:
-    with FlopCounterMode(display=False) as fc:
+    """Matmul FLOPs torch itself counts; the math attention backend runs attention as counted matmuls (the
+    counter has no formula for the CPU flash kernel)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
         fn()
     return fc.get_total_flops()
 
