@@ -280,13 +280,22 @@ class Trainer:
         metrics = dict(zip(keys, vals.tolist()))
         metrics.update({"lr": self.scheduler.get_last_lr()[0], "samples_per_s": samples_per_s, "epoch": self.epoch,
                         "samples_seen": self.samples_seen, "bad_steps": self.bad_steps_total,
-                        **{f"skipped/{k}": v for k, v in self.skipped.items()}})
+                        **{f"skipped/{k}": v for k, v in self._skipped_all_ranks().items()}})
         if self.device.type == "cuda":
             metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         else:
             metrics["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         self.metrics.log(self.step, metrics)
         return metrics
+
+    def _skipped_all_ranks(self) -> dict[str, int]:
+        """Skipped-sample counts summed over ranks (each rank counts only the data it read)."""
+        keys = sorted(self.skipped)
+        if self.dist.world_size == 1 or not keys:
+            return {k: self.skipped[k] for k in keys}
+        counts = torch.tensor([self.skipped[k] for k in keys], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(counts)
+        return dict(zip(keys, (int(c) for c in counts.tolist())))
 
     def _evaluate(self) -> None:
         if self.dist.is_main:
