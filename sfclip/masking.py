@@ -66,7 +66,8 @@ def block_round(mask: np.ndarray, count: np.ndarray, active: np.ndarray, num_mas
     patches; a row with no such block stops.
 
     `mask` (B, h, w) bool, `count` (B,) masked so far, `active` (B,) bool; `draws` (4, B, A) uniforms in
-    [0, 1) for area, log-aspect, top and left. Returns the updated (mask, count, active).
+    [0, 1) for area, log-aspect, top and left. Returns the updated (mask, count, active). Patches already
+    under a candidate block are read off a summed-area table, so no candidate is ever drawn out.
     """
     _, h, w = mask.shape
     budget = (num_masked - count)[:, None].astype(np.float64)  # (B, 1)
@@ -77,20 +78,30 @@ def block_round(mask: np.ndarray, count: np.ndarray, active: np.ndarray, num_mas
     bh = np.rint(np.sqrt(area * aspect)).astype(np.int64)  # round half to even, as Python's round
     bw = np.rint(np.sqrt(area / aspect)).astype(np.int64)
     fits = (bh > 0) & (bh <= h) & (bw > 0) & (bw <= w)
-    top = np.floor(draws[2] * np.clip(h - bh + 1, 1, None)).astype(np.int64)  # integers(0, h - bh + 1)
-    left = np.floor(draws[3] * np.clip(w - bw + 1, 1, None)).astype(np.int64)
-    rows, cols = np.arange(h), np.arange(w)
-    in_rows = (rows >= top[..., None]) & (rows < (top + bh)[..., None])  # (B, A, h)
-    in_cols = (cols >= left[..., None]) & (cols < (left + bw)[..., None])  # (B, A, w)
-    block = in_rows[..., :, None] & in_cols[..., None, :]  # (B, A, h, w)
-    new = (block & ~mask[:, None]).sum((2, 3))  # (B, A) patches a block would add
-    ok = fits & (new > 0) & (new <= budget)
-    first = ok.argmax(1)  # the first acceptable attempt
-    take = active & ok.any(1)
-    idx = np.flatnonzero(take)
-    mask[idx] |= block[idx, first[idx]]
-    count = count + np.where(take, new[np.arange(len(first)), first], 0)
-    return mask, count, take & (count < num_masked)
+    bh, bw = np.clip(bh, 0, h), np.clip(bw, 0, w)  # blocks that do not fit are never taken; keep indices valid
+    top = np.floor(draws[2] * (h - bh + 1)).astype(np.int64)  # integers(0, h - bh + 1)
+    left = np.floor(draws[3] * (w - bw + 1)).astype(np.int64)
+    rows = np.flatnonzero(active)
+    table = np.zeros((len(rows), h + 1, w + 1), dtype=np.int32)  # summed-area table of each active row
+    table[:, 1:, 1:] = mask[rows].cumsum(1, dtype=np.int32).cumsum(2, dtype=np.int32)
+    r = np.arange(len(rows))[:, None]
+    t, b, lf, rt = top[rows], (top + bh)[rows], left[rows], (left + bw)[rows]  # (n, A)
+    covered = table[r, b, rt] - table[r, t, rt] - table[r, b, lf] + table[r, t, lf]
+    new = (bh * bw)[rows] - covered  # patches each candidate would add
+    ok = fits[rows] & (new > 0) & (new <= budget[rows])
+    took = ok.any(1)
+    first = ok.argmax(1)[took]  # the first acceptable attempt
+    idx = rows[took]
+    t0, t1 = top[idx, first], (top + bh)[idx, first]
+    l0, l1 = left[idx, first], (left + bw)[idx, first]
+    in_rows = (np.arange(h) >= t0[:, None]) & (np.arange(h) < t1[:, None])  # (m, h)
+    in_cols = (np.arange(w) >= l0[:, None]) & (np.arange(w) < l1[:, None])  # (m, w)
+    mask[idx] |= in_rows[:, :, None] & in_cols[:, None, :]
+    count = count.copy()
+    count[idx] += new[took, first]
+    active = np.zeros_like(active)
+    active[idx] = count[idx] < num_masked
+    return mask, count, active
 
 
 def fill_random(flat: np.ndarray, num_masked: int, noise: np.ndarray) -> np.ndarray:

@@ -205,7 +205,10 @@ class Objective(nn.Module):
         masked_ids, selected = bert_mask(ids, am, self.special_ids, self.mask_id,
                                          self.student.text.cfg.vocab_size, self.cfg.text_mask, g)
         cached = batch.get("targets", {}).get(name)
-        target = cached["tokens"][:ids.shape[0], :ids.shape[1]] if cached is not None else teacher(ids, am)["tokens"]  # (k, T, Dt)
+        if cached is not None:
+            target = cached["tokens"][:ids.shape[0], :ids.shape[1]]  # cached at full width: (k, T, Dt)
+        else:
+            target = teacher(ids, am)["tokens"]  # (k, T, Dt)
         head = self.student.heads[name]
         target = head.normalize_target(target)
         pred = head(self.student.text(masked_ids, am)["tokens"])  # (k, T, Dt)
