@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import resource
-
 import torch
 
 from sfclip.build import StudentConfig, build_objective
 from sfclip.masking import ImageMaskConfig
 from sfclip.models import model_config
+from sfclip.models.flops import EncoderShape, step_flops
 from sfclip.objective import ObjectiveConfig
 from sfclip.teachers import TeacherConfig
 from sfclip.teachers.hf import HFTextTeacher, HFVisionTeacher
@@ -33,8 +32,9 @@ def filler_tokenizer(vocab: int = VOCAB):
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-def make_teachers(model_name: str, device: torch.device) -> dict:
-    """Randomly initialised teachers as wide and deep as the student's towers (DINOv2 /14, BERT)."""
+def make_teachers(model_name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
+    """Randomly initialised teachers as wide and deep as the student's towers (DINOv2 /14, BERT), computing
+    in `dtype` (bf16 on a GPU, as a real run would configure them)."""
     from transformers import BertConfig, BertModel, Dinov2Config, Dinov2Model
 
     cfg = model_config(model_name)
@@ -46,9 +46,22 @@ def make_teachers(model_name: str, device: torch.device) -> dict:
     bert = BertModel(BertConfig(vocab_size=VOCAB, hidden_size=t.width, num_hidden_layers=t.layers,
                                 num_attention_heads=t.heads, intermediate_size=4 * t.width,
                                 max_position_embeddings=max(512, t.context_length)), add_pooling_layer=False)
-    vt = HFVisionTeacher("dino", dino, grid * 14, MEAN, STD)
-    tt = HFTextTeacher("text", bert, filler_tokenizer())
+    vt = HFVisionTeacher("dino", dino, grid * 14, MEAN, STD, dtype=dtype)
+    tt = HFTextTeacher("text", bert, filler_tokenizer(), dtype=dtype)
     return {"dino": vt.to(device), "text": tt.to(device)}
+
+
+def with_dtype(teachers: dict, dtype: torch.dtype) -> dict:
+    """The same teacher models behind wrappers computing in `dtype` (no weights copied)."""
+    out = {}
+    for name, t in teachers.items():
+        if t.kind == "vision":
+            out[name] = HFVisionTeacher(name, t.model, t.image_size, t.mean.flatten().tolist(), t.std.flatten().tolist(),
+                                        dtype=dtype)
+        else:
+            out[name] = HFTextTeacher(name, t.model, t.tokenizer, dtype=dtype)
+        out[name].to(next(t.parameters()).device)
+    return out
 
 
 def build_setting(model_name: str, teachers: dict, device: torch.device, p: float = 0.25, mode: str = "replace",
@@ -72,6 +85,29 @@ def build_setting(model_name: str, teachers: dict, device: torch.device, p: floa
     return obj, tok, opt, cached
 
 
+def teacher_shape(teacher, text_length: int = 0) -> EncoderShape:
+    """A transformers teacher's shapes for FLOP counting (DINOv2 / ViT layouts, BERT layouts)."""
+    c = teacher.model.config
+    mlp = int(c.hidden_size * c.mlp_ratio) if hasattr(c, "mlp_ratio") else c.intermediate_size
+    if teacher.kind == "text":
+        return EncoderShape(c.hidden_size, c.num_hidden_layers, mlp, text_length)
+    patches = (teacher.image_size // teacher.patch_size) ** 2
+    prefix = 1 + getattr(c, "num_register_tokens", 0)
+    return EncoderShape(c.hidden_size, c.num_hidden_layers, mlp, prefix + patches, 3 * teacher.patch_size**2, patches)
+
+
+def objective_flops(obj, batch: int, cached: bool, text_length: int) -> dict[str, int]:
+    """Model FLOPs of one step of `obj` on `batch` rows (see `sfclip.models.flops.step_flops`)."""
+    cfg, mcfg = obj.cfg, obj.cfg.image_mask
+    n = obj.student.cfg.vision.grid ** 2
+    k = obj.num_distill(batch)
+    shared = cfg.image_view == "shared"
+    kept = n - mcfg.num_masked(n) if mcfg.mode == "drop" else None  # replace keeps every position
+    teachers = () if cached else tuple(teacher_shape(t, text_length) for t in obj.teachers.values())
+    return step_flops(obj.student.cfg, batch, distill_rows=k, masked_kept_patches=kept, shared_view=shared,
+                      text_length=text_length, distill_text=bool(obj.text_teachers), teachers=teachers)
+
+
 def make_batch(tok, model_name: str, batch: int, device: torch.device, teachers: dict) -> dict:
     """Random images and captions (half the context length, padded), the teacher view, cached targets."""
     cfg = model_config(model_name)
@@ -84,19 +120,22 @@ def make_batch(tok, model_name: str, batch: int, device: torch.device, teachers:
     ids[torch.arange(batch), lengths - 1] = tok.eos_id
     ids[am == 0] = tok.pad_id
     ts = teachers["dino"].image_size
+    # The teacher view travels as uint8, as the data pipeline sends it.
     out = {"image": torch.randn(batch, 3, S, S, generator=g), "input_ids": ids, "attention_mask": am,
-           "teacher_image": {ts: torch.rand(batch, 3, ts, ts, generator=g)}}
+           "teacher_image": {ts: torch.randint(0, 256, (batch, 3, ts, ts), generator=g, dtype=torch.uint8)}}
     out = {k: ({kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in out.items()}
     with torch.no_grad():
         out["targets"] = {
-            "dino": {"patch": teachers["dino"](out["teacher_image"][ts])["patch"].half()},
+            "dino": {"patch": teachers["dino"](out["teacher_image"][ts].float() / 255)["patch"].half()},
             "text": {"tokens": teachers["text"](out["input_ids"], out["attention_mask"])["tokens"].half()},
         }
     return out
 
 
 def step_fn(obj, opt, batch: dict, cached: bool, precision: str) -> float:
-    b = batch if cached else {k: v for k, v in batch.items() if k != "targets"}
+    """One training step; with `cached`, the batch carries teacher targets instead of teacher views."""
+    drop = "teacher_image" if cached else "targets"
+    b = {k: v for k, v in batch.items() if k != drop}
     dev = batch["image"].device
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         loss = obj(b)["loss"]
@@ -104,22 +143,3 @@ def step_fn(obj, opt, batch: dict, cached: bool, precision: str) -> float:
     opt.step()
     opt.zero_grad(set_to_none=True)
     return float(loss.detach())
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA peak allocated; on CPU the process's peak RSS (monotone, so only the first reading is clean)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def markdown_table(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
