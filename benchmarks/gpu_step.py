@@ -87,8 +87,8 @@ def build_all(args, device: torch.device) -> dict:
             oopt.zero_grad(set_to_none=True)
         runs["openclip"] = dict(step=oc_step, flops=step_flops(model_config(name), B)["total"], modules=[model],
                                 opt=oopt)
-    except ImportError as e:
-        print(f"OpenCLIP not importable ({e}); its row is left out")
+    except Exception as e:  # noqa: BLE001 - a missing or mismatched open_clip must not cost the other rows
+        print(f"OpenCLIP unavailable ({type(e).__name__}: {e}); its row is left out")
     obj, sopt = build_sfclip(name, device, optim)
 
     def sf_step(obj=obj, sopt=sopt) -> None:
@@ -134,8 +134,14 @@ def main() -> None:
     runs = build_all(args, device)
     print(f"built {len(runs)} settings in {time.perf_counter() - start:.0f}s", flush=True)
     memory = {}
-    for name, r in runs.items():  # warm-up, and each setting's memory: static + the step's own peak
-        r["step"]()
+    for name, r in list(runs.items()):  # warm-up, and each setting's memory: static + the step's own peak
+        try:
+            r["step"]()
+        except torch.cuda.OutOfMemoryError as e:  # one setting too large must not cost the others
+            print(f"{name}: out of memory ({e}); left out")
+            runs.pop(name)
+            torch.cuda.empty_cache()
+            continue
         sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -154,7 +160,7 @@ def main() -> None:
                 r["step"]()
             sync(device)
             times[name].append((time.perf_counter() - t0) / args.steps)
-    base = median(times["clip"])
+    base = median(times["clip"]) if "clip" in times else float("nan")
     rows = []
     for name, r in runs.items():
         t = median(times[name])

@@ -5,7 +5,8 @@
   (p = 0.25 of 32 on this CPU, of 256 on a GPU, and the shared view's whole batch of 256);
 - caption padding: training steps with the trailing all-padding caption columns kept (the old
   full-width path, restored by patching `sfclip.objective.padded_length`) and dropped, for plain CLIP
-  and for SF-CLIP p = 0.25 with live teachers.
+  and for SF-CLIP p = 0.25 with live teachers; and the evaluators' `encode_texts` (patching
+  `sfclip.models.clip.trim_padding`).
 
     python benchmarks/optimizations.py
 """
@@ -23,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import sfclip.models.clip as clip_mod  # noqa: E402
 import sfclip.objective as objective_mod  # noqa: E402
 from benchmarks.common import build_setting, make_batch, make_teachers, step_fn  # noqa: E402
 from benchmarks.harness import (interleaved, machine_state, markdown_table, median, round_ratio,  # noqa: E402
@@ -75,6 +77,39 @@ def full_width_captions():
         yield
     finally:
         objective_mod.padded_length = real
+
+
+@contextmanager
+def full_width_encode_text():
+    """Before: `encode_text` runs every caption column, padding included."""
+    real = clip_mod.trim_padding
+    clip_mod.trim_padding = lambda ids, am: (ids, am)
+    try:
+        yield
+    finally:
+        clip_mod.trim_padding = real
+
+
+def eval_text_rows(args) -> list[dict]:
+    from benchmarks.common import VOCAB, filler_tokenizer
+    from benchmarks.eval_throughput import captions
+    from sfclip.eval.inference import encode_texts, evaluating
+    from sfclip.models import create_model
+    from sfclip.tokenizer import Tokenizer
+
+    model = create_model(args.model, text={"vocab_size": VOCAB})
+    tok = Tokenizer(filler_tokenizer(), model.cfg.text.context_length)
+    texts = [c for caps in captions(256, 5) for c in caps]
+    cpu = torch.device("cpu")
+
+    def before():
+        with full_width_encode_text():
+            encode_texts(model, tok, texts, cpu, 256, progress=False)
+
+    with evaluating(model):
+        times = interleaved({"before": before, "after": lambda: encode_texts(model, tok, texts, cpu, 256, progress=False)},
+                            args.rounds, cpu)
+    return [row(f"caption padding skipped: encode_texts, {len(texts)} captions", times, "before", "after", 0)]
 
 
 def mask_rows(args) -> list[dict]:
@@ -136,7 +171,7 @@ def main() -> None:
     state_before = machine_state()
     rows = mask_rows(args)
     pad_rows, extra = padding_rows(args)
-    rows += pad_rows
+    rows += pad_rows + eval_text_rows(args)
     print(f"model {args.model}, batch {args.batch}, captions {extra['caption_lengths'][0]}..{extra['caption_lengths'][1]} "
           f"of 77 tokens, threads {args.threads}, {args.rounds} interleaved rounds (masks: {args.mask_rounds}); "
           f"before/after in CPU milliseconds (median), ratios as medians of per-round ratios; machine {state_before}")
