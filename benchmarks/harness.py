@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from sfclip.train.logs import peak_rss_mb
 
 __all__ = ["Timings", "interleaved", "median", "round_ratio", "min_ratio", "rss_mb", "peak_rss_mb", "peak_memory_mb",
            "reset_peak_memory", "sync", "set_threads", "machine_state", "emit_child_result", "run_child",
@@ -87,19 +88,6 @@ def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process's memory map so far.
-
-    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child started by
-    a large parent would report the parent's size at the fork.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def reset_peak_memory(device: torch.device) -> None:

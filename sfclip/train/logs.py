@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LogConfig", "setup_logging", "MetricLogger"]
+__all__ = ["LogConfig", "setup_logging", "MetricLogger", "peak_rss_mb"]
 
 
 @dataclass
@@ -23,6 +24,22 @@ class LogConfig:
     def __post_init__(self) -> None:
         if self.every_steps < 1:
             raise ValueError(f"log.every_steps must be >= 1, got {self.every_steps}")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB.
+
+    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a trainer started by
+    a large parent would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def setup_logging(rank: int, log_file: Path | None = None, level: int = logging.INFO) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import resource
 import signal
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from ..data.loader import build_train_loader
 from ..teachers.cached import CachedVisionTeacher
 from .dist import all_reduce_min, barrier, init_distributed
 from .eval_hook import EvalHook
-from .logs import MetricLogger, setup_logging
+from .logs import MetricLogger, peak_rss_mb, setup_logging
 from .optim import build_optimizer, lr_lambda
 from .state import find_resume, load_training_state, rng_state, save_training_checkpoint, set_rng_state
 
@@ -284,7 +283,7 @@ class Trainer:
         if self.device.type == "cuda":
             metrics["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         else:
-            metrics["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            metrics["peak_rss_gb"] = peak_rss_mb() / 1024
         self.metrics.log(self.step, metrics)
         return metrics
 
