@@ -22,6 +22,7 @@ from sfclip.build import StudentConfig
 from sfclip.config import RunConfig, TrainConfig
 from sfclip.data import DataConfig
 from sfclip.masking import ImageMaskConfig
+from sfclip.models import resolve_model_config
 from sfclip.objective import ObjectiveConfig
 from sfclip.teachers import TeacherConfig
 from sfclip.train.logs import LogConfig
@@ -103,8 +104,9 @@ def run_config(s: DemoSettings, kind: str, pairs: int, shards_dir: Path, runs_di
     if kind not in MODELS:
         raise ValueError(f"kind must be one of {MODELS}, got {kind!r}")
     last = pairs // SHARD_SIZE - 1
+    image_size = resolve_model_config(s.model, s.overrides).vision.image_size
     data = DataConfig(train_data=str(shards_dir / f"{{00000..{last:05d}}}.tar"), num_samples=pairs,
-                      batch_size=s.batch_size, workers=s.workers, image_size=64, shuffle_buffer=1000,
+                      batch_size=s.batch_size, workers=s.workers, image_size=image_size, shuffle_buffer=1000,
                       # The whole scene, every time: captions name places ("top left") that a crop or
                       # flip would falsify, and the teachers' targets are cached for this one view.
                       crop_scale=[1.0, 1.0], ratio=[1.0, 1.0], hflip=False, seed=seed,

@@ -21,15 +21,38 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward sums every rank's gradient of this rank's rows (a reduce-scatter).
+
+    Synchronous collectives only: the functional (async) all-gather's pending work could outlive the
+    process group at exit on gloo (an occasional SIGABRT at teardown).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        world = dist.get_world_size()
+        out = x.new_empty((world * x.shape[0], *x.shape[1:]))
+        dist.all_gather_into_tensor(out, x.contiguous())
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        rank, world = _world()
+        grad = grad.clone(memory_format=torch.contiguous_format)  # never write into autograd's buffer
+        if dist.get_backend() in ("nccl", "xccl"):
+            out = grad.new_empty((grad.shape[0] // world, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(out, grad)
+            return out
+        dist.all_reduce(grad)  # gloo has no reduce-scatter; features are small (B x E)
+        return grad.chunk(world)[rank]
+
+
 def gather_features(x: torch.Tensor) -> torch.Tensor:
     """All-gather (B, E) from every rank into (W*B, E), keeping the autograd graph to every rank's copy."""
     _, world = _world()
     if world == 1:
         return x
-    # The autograd all-gather's backward is a sum-reduce-scatter: each rank's rows get every rank's gradient.
-    from torch.distributed._functional_collectives import all_gather_tensor_autograd
-
-    return all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
+    return _GatherWithGrad.apply(x)
 
 
 def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

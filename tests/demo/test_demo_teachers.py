@@ -31,11 +31,11 @@ def multi_teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("multi")
     s = demo_settings(quick=True)
     s.efficientnet, s.batch_size, s.budgets = True, 8, [250]
-    write_shards(root / "train", "train", 500, seed=0, samples_per_shard=250)
+    write_shards(root / "train", "train", 128, seed=0, samples_per_shard=64)
     cfg = run_config(s, "sfclip", 250, root / "train", root / "runs", seed=0)
     teachers = build_teachers(ObjectiveConfig(teachers=teacher_configs(s)), StudentConfig(s.model, s.overrides))
     cache_cfg = copy.deepcopy(cfg.data)
-    cache_cfg.train_data = str(root / "train" / "00000.tar")  # 250 scenes: enough for a batch, quick to fill
+    cache_cfg.train_data = str(root / "train" / "00000.tar")  # 64 scenes: enough for a few batches, quick to fill
     cache = build_target_cache(cache_cfg, teacher_configs(s), root / "targets", batch_size=32,
                                context_length=s.overrides["text.context_length"], student_grid=8,
                                prebuilt=teachers, progress=False)
@@ -50,13 +50,14 @@ def test_teachers_meet_the_student_grid(multi_teacher):
 
     meta = json.loads((cache / "meta.json").read_text())
     assert {n: t["shape"] for n, t in meta["teachers"].items()} == {
-        "dinov2": [250, 64, 384], "efficientnet": [250, 64, 1280], "e5": [250, 48, 384]}
+        "dinov2": [64, 64, 384], "efficientnet": [64, 64, 1280], "e5": [64, 48, 384]}
 
 
 def test_cached_equals_live_with_two_vision_teachers(multi_teacher):
     s, cfg, teachers, cache = multi_teacher
     data = copy.deepcopy(cfg.data)
     data.train_data, data.num_samples, data.workers, data.shuffle_buffer = str(cache.parent / "train" / "00000.tar"), 8, 0, 0
+    data.targets = str(cache)
     obj, tok = build_objective(cfg.objective, cfg.student, data.mean, data.std, teachers)
     live_cfg = copy.deepcopy(data)
     live_cfg.targets, live_cfg.teacher_sizes = "", [112, 256]
@@ -81,7 +82,7 @@ def test_trainer_runs_on_the_multi_teacher_cache(multi_teacher, tmp_path):
     s, cfg, teachers, cache = multi_teacher
     cfg = copy.deepcopy(cfg)
     cfg.output_dir, cfg.train.steps, cfg.log.progress = str(tmp_path), 3, False
-    cfg.data.train_data, cfg.data.num_samples = str(cache.parent / "train" / "00000.tar"), 250
+    cfg.data.train_data, cfg.data.num_samples, cfg.data.targets = str(cache.parent / "train" / "00000.tar"), 64, str(cache)
     trainer = Trainer(cfg)
     assert all(isinstance(trainer.objective.teachers[n], CachedVisionTeacher) for n in ("dinov2", "efficientnet"))
     summary = trainer.fit()
