@@ -78,7 +78,8 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from .demo.run import run_demo
 
-    run_demo(out_dir=args.out, quick=args.quick, seed=args.seed, train_pairs=args.train_pairs)
+    run_demo(out_dir=args.out, quick=args.quick, seed=args.seed, train_pairs=args.train_pairs,
+             efficientnet=args.efficientnet)
     return 0
 
 
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo_out")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--train-pairs", dest="train_pairs", type=int, nargs="*", help="training budgets (pairs)")
+    d.add_argument("--efficientnet", action="store_true",
+                   help="add EfficientNet-Lite0 as a second vision teacher of SF-CLIP")
     d.set_defaults(fn=cmd_demo)
 
     sc = sub.add_parser("scenes", help="write the built-in scenes dataset (WebDataset shards and eval sets)")
@@ -157,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            datefmt="%H:%M:%S")
+        root.handlers[-1]._sfclip = True  # the trainer's own handler (with the rank prefix) replaces it
     from .config import ConfigError
 
     try:

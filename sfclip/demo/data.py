@@ -18,10 +18,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from sfclip.checkpoint import atomic_dir
 from sfclip.demo.scenes import SceneConfig, _encode, iter_scenes, write_eval_sets, write_shards
 from sfclip.demo.settings import SHARD_SIZE, DemoSettings
 
@@ -78,33 +78,27 @@ def _train_shards(folder: Path, pairs: int, seed: int, cfg: SceneConfig) -> None
 
 
 def _single_object_csv(folder: Path, n: int, seed: int, cfg: SceneConfig, stream: int) -> None:
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    rows = []
-    for scenes in iter_scenes("train", n, seed, replace(cfg, objects_per_scene=(1, 1)), stream=stream):
-        for image, meta in zip(scenes.images, scenes.meta):
-            name = f"images/{meta['index']:06d}.png"
-            (tmp / name).write_bytes(_encode(image, "png"))
-            rows.append((name, meta["objects"][0]["class_id"]))
-    with open(tmp / "labels.csv", "w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows([("filepath", "label"), *rows])
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_dir(folder) as tmp:
+        (tmp / "images").mkdir()
+        rows = []
+        for scenes in iter_scenes("train", n, seed, replace(cfg, objects_per_scene=(1, 1)), stream=stream):
+            for image, meta in zip(scenes.images, scenes.meta):
+                name = f"images/{meta['index']:06d}.png"
+                (tmp / name).write_bytes(_encode(image, "png"))
+                rows.append((name, meta["objects"][0]["class_id"]))
+        with open(tmp / "labels.csv", "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows([("filepath", "label"), *rows])
 
 
 def _segmentation_folder(folder: Path, n: int, seed: int, cfg: SceneConfig, stream: int) -> None:
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    (tmp / "masks").mkdir()
-    for scenes in iter_scenes("train", n, seed, cfg, stream=stream):
-        for image, mask, meta in zip(scenes.images, scenes.masks, scenes.meta):
-            stem = f"{meta['index']:06d}"
-            (tmp / "images" / f"{stem}.png").write_bytes(_encode(image, "png"))
-            (tmp / "masks" / f"{stem}.png").write_bytes(_encode(mask, "png"))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_dir(folder) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        for scenes in iter_scenes("train", n, seed, cfg, stream=stream):
+            for image, mask, meta in zip(scenes.images, scenes.masks, scenes.meta):
+                stem = f"{meta['index']:06d}"
+                (tmp / "images" / f"{stem}.png").write_bytes(_encode(image, "png"))
+                (tmp / "masks" / f"{stem}.png").write_bytes(_encode(mask, "png"))
 
 
 def prepare_data(root: str | Path, s: DemoSettings, seed: int = 0, cfg: SceneConfig | None = None) -> DemoData:

@@ -9,13 +9,15 @@ from pathlib import Path
 from sfclip.demo import vocab
 from sfclip.demo.evaluate import METRICS
 
-__all__ = ["comparison_table", "write_results", "plot_losses", "read_metrics", "metric_order"]
+__all__ = ["comparison_table", "write_results", "plot_losses", "plot_languages", "read_metrics", "metric_order"]
 
 
 def metric_order() -> list[str]:
     """Rows of the table: zero-shot per language first, then the rest."""
-    langs = [f"zeroshot/{lang}/acc1" for lang in vocab.LANGUAGES]
-    return [*langs, "zeroshot/mean_other/acc1", *METRICS, "train/seconds"]
+    rows = []
+    for task in ("zeroshot", "zeroshot_colour"):
+        rows += [*(f"{task}/{lang}/acc1" for lang in vocab.LANGUAGES), f"{task}/mean_other/acc1"]
+    return [*rows, *METRICS, "train/seconds"]
 
 
 def _cell(v: float | None, seconds: bool = False) -> str:
@@ -82,6 +84,32 @@ def plot_losses(runs: dict[str, Path], path: Path, title: str) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def plot_languages(budgets: dict[int, dict[str, dict[str, float]]], path: Path) -> Path:
+    """One PNG: zero-shot accuracy per language, SF-CLIP beside CLIP, one panel per task and budget."""
+    from matplotlib.figure import Figure
+
+    tasks = [("zeroshot_colour", "object colour"), ("zeroshot", "object class")]
+    fig = Figure(figsize=(5.5 * len(budgets), 3.4 * len(tasks)), dpi=100)
+    axes = fig.subplots(len(tasks), len(budgets), squeeze=False)
+    x = list(range(len(vocab.LANGUAGES)))
+    for row, (task, label) in enumerate(tasks):
+        chance = 1 / len(vocab.COLOURS) if task == "zeroshot_colour" else 0.1
+        for col, (pairs, res) in enumerate(budgets.items()):
+            ax = axes[row][col]
+            for shift, kind in ((-0.2, "sfclip"), (0.2, "clip")):
+                ax.bar([i + shift for i in x], [res[kind].get(f"{task}/{lang}/acc1", float("nan"))
+                                                 for lang in vocab.LANGUAGES], width=0.4, label=kind)
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+            ax.set_xticks(x, list(vocab.LANGUAGES))
+            ax.set(title=f"{label}, {pairs} training pairs (English only)", ylabel="zero-shot top-1", ylim=(0, 1))
+            ax.grid(axis="y", alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

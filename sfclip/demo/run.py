@@ -12,7 +12,7 @@ Stages (each reports its progress and time; a rerun reuses what is still valid):
 5. evaluate: every model with the `sfclip.eval` runners (`sfclip.demo.evaluate`).
 
 Outputs in `out_dir`: `results.json`, `runs/<model>_<pairs>/` (checkpoints, metrics, train.log),
-`loss_<pairs>.png`, `pictures/<model>_<pairs>/` (segmentation overlays, classified examples).
+`loss_<pairs>.png`, `languages.png` (zero-shot per language), `pictures/<model>_<pairs>/` (segmentation overlays, classified examples).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     efficientnet: add EfficientNet-Lite0 as a second vision teacher of SF-CLIP.
     """
     from sfclip.demo.data import prepare_data
-    from sfclip.demo.report import comparison_table, plot_losses, write_results
+    from sfclip.demo.report import comparison_table, plot_languages, plot_losses, write_results
 
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -192,6 +192,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
         for pairs in s.budgets:
             plot_losses({kind: out / "runs" / f"{kind}_{pairs}" for kind in MODELS}, out / f"loss_{pairs}.png",
                         f"{pairs} training pairs, {s.samples_seen} samples seen")
+        plot_languages(budgets, out / "languages.png")
         times["total"] = round(time.perf_counter() - t_start, 1)
         extra = {"settings": {"quick": quick, "seed": seed, "objects": source, **vars(s)},
                  "command": " ".join(["sfclip", *sys.argv[1:]]) if sys.argv and "sfclip" in sys.argv[0] else "",

