@@ -77,8 +77,8 @@ def _round_budget(pairs: int) -> int:
 
 
 def demo_settings(quick: bool = False, train_pairs: list[int] | None = None) -> DemoSettings:
-    """The full run (about 15 minutes on 2 CPU cores) or the quick one (under 3); `train_pairs` replaces
-    the budgets (each rounded to whole shards of 250 pairs)."""
+    """The full run (711 s measured on 2 CPU cores, docs/demo.md) or the quick one (about 150 s);
+    `train_pairs` replaces the budgets (each rounded to whole shards of 250 pairs)."""
     if quick:
         s = DemoSettings(budgets=[250, 750], samples_seen=1920, eval_images=150, probe_train=300, seg_train=60,
                          seg_eval=60)
