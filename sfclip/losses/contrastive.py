@@ -38,12 +38,14 @@ class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         rank, world = _world()
-        grad = grad.clone(memory_format=torch.contiguous_format)  # never write into autograd's buffer
         if dist.get_backend() in ("nccl", "xccl"):
             out = grad.new_empty((grad.shape[0] // world, *grad.shape[1:]))
-            dist.reduce_scatter_tensor(out, grad)
+            dist.reduce_scatter_tensor(out, grad.contiguous())
             return out
-        dist.all_reduce(grad)  # gloo has no reduce-scatter; features are small (B x E)
+        # gloo has no reduce-scatter: sum everything (features are small, B x E) and keep this rank's rows;
+        # on a copy, never in autograd's own buffer.
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
         return grad.chunk(world)[rank]
 
 
