@@ -99,7 +99,7 @@ def plot_languages(budgets: dict[int, dict[str, dict[str, float]]], path: Path) 
     axes = fig.subplots(len(tasks), len(budgets), squeeze=False)
     x = list(range(len(vocab.LANGUAGES)))
     for row, (task, label) in enumerate(tasks):
-        chance = 1 / len(vocab.COLOURS) if task == "zeroshot_colour" else 0.1
+        chance = 1 / len(vocab.COLOURS if task == "zeroshot_colour" else vocab.CLASSNAMES["en"])
         for col, (pairs, res) in enumerate(budgets.items()):
             ax = axes[row][col]
             for shift, kind in ((-0.2, "sfclip"), (0.2, "clip")):

@@ -12,7 +12,8 @@ Stages (each reports its progress and time; a rerun reuses what is still valid):
 5. evaluate: every model with the `sfclip.eval` runners (`sfclip.demo.evaluate`).
 
 Outputs in `out_dir`: `results.json`, `runs/<model>_<pairs>/` (checkpoints, metrics, train.log),
-`loss_<pairs>.png`, `languages.png` (zero-shot per language), `pictures/<model>_<pairs>/` (segmentation overlays, classified examples).
+`loss_<pairs>.png`, `languages.png` (zero-shot per language), `pictures/<model>_<pairs>/` (segmentation
+overlays, classified examples).
 """
 
 from __future__ import annotations
