@@ -94,8 +94,8 @@ def test_colour_labels_follow_the_scenes(tmp_path):
     data = prepare_data(tmp_path, s)
     ds = colour_dataset(data.classification)
     assert len(ds) == 24 and ds.classnames == list(vocab.COLOURS)
-    # The object's pixels (mask != 0 in the segmentation-free single-object scenes: compare against the
-    # tint) are nearest, among the named colours, to the labelled one for most scenes.
+    # Inside the object's box, the named tint nearest to most pixels is the labelled colour in most scenes
+    # (the box also holds background, so not in all).
     hits = 0
     for (path, label), meta in zip(ds.items, (json.loads(x) for x in (data.classification.parent / "meta.jsonl")
                                               .read_text().splitlines())):
