@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..build import build_objective, build_teachers
 from ..config import RunConfig, to_yaml
+from ..data import SKIP_REASONS
 from ..data.loader import build_train_loader
 from ..teachers.cached import CachedVisionTeacher
 from .dist import all_reduce_min, barrier, init_distributed
@@ -289,8 +290,8 @@ class Trainer:
 
     def _skipped_all_ranks(self) -> dict[str, int]:
         """Skipped-sample counts summed over ranks (each rank counts only the data it read)."""
-        keys = sorted(self.skipped)
-        if self.dist.world_size == 1 or not keys:
+        keys = list(SKIP_REASONS)  # the same vector on every rank, whatever each has counted so far
+        if self.dist.world_size == 1:
             return {k: self.skipped[k] for k in keys}
         counts = torch.tensor([self.skipped[k] for k in keys], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(counts)
