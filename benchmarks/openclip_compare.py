@@ -67,7 +67,9 @@ def build_openclip(name: str, device: torch.device, optim: OptimConfig):
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in params if exclude(n, p)], "weight_decay": 0.0},
               {"params": [p for n, p in params if not exclude(n, p)], "weight_decay": optim.weight_decay}]
-    fused = device.type == "cuda" or None
+    # The same AdamW implementation as sfclip's `build_optimizer` (fused on CUDA and CPU), so that the
+    # comparison is of the models: OpenCLIP's own trainer would use the slower foreach AdamW on a CPU.
+    fused = device.type in ("cuda", "cpu") or None
     opt = torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, fused=fused)
     return model, ClipLoss(), opt
 

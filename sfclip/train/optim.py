@@ -50,8 +50,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    # Fused AdamW (one kernel over all tensors) exists for CUDA and CPU; on a CPU it is ~5-10x faster than
-    # the foreach path, which matters for a large trainable token table (a 250k-token vocabulary).
+    # Fused AdamW (one kernel over all tensors) exists for CUDA and CPU; on a CPU it is 5.6x faster than the
+    # default foreach path (benchmarks/adamw_fused.py: 17.0 against 95.5 ms a step for vit-t-16, one thread).
     devices = {p.device.type for p in model.parameters() if p.requires_grad}
     fused = len(devices) == 1 and devices <= {"cuda", "cpu"}
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
