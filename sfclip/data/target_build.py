@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..precision import bf16_reason
 from .config import DataConfig
 from .loader import resolve_dataset_type
 from .stream import load_image
@@ -79,8 +80,9 @@ def _expected_rows(data_cfg: DataConfig) -> int:
     return size
 
 
-def _teacher_meta(tc, teacher, rows: int, context_length: int) -> dict:
-    out = {"kind": tc.kind, "source": tc.source, "layers": list(tc.layers), "dtype": tc.dtype,
+def _teacher_meta(tc, teacher, rows: int, context_length: int, device: torch.device) -> dict:
+    computed_in = str(teacher.effective_dtype(device)).removeprefix("torch.")
+    out = {"kind": tc.kind, "source": tc.source, "layers": list(tc.layers), "dtype": tc.dtype, "computed_in": computed_in,
            "width": int(teacher.width), "field": FIELDS[tc.kind], "class": type(teacher).__name__}
     if tc.kind == "vision":
         grid = list(teacher.grid)
@@ -92,12 +94,12 @@ def _teacher_meta(tc, teacher, rows: int, context_length: int) -> dict:
     return out
 
 
-def _request(data_cfg: DataConfig, tcfgs, teachers, rows: int, context_length: int) -> dict:
+def _request(data_cfg: DataConfig, tcfgs, teachers, rows: int, context_length: int, device: torch.device) -> dict:
     return {"format": FORMAT, "version": VERSION, "dtype": "float16", "expected_rows": rows,
             "data": {"train_data": data_cfg.train_data, "dataset_type": resolve_dataset_type(data_cfg),
                      "files": data_files(data_cfg)},
             "view": {"crop_scale": list(data_cfg.crop_scale), "ratio": list(data_cfg.ratio), "hflip": data_cfg.hflip},
-            "teachers": {tc.name: _teacher_meta(tc, teachers[tc.name], rows, context_length) for tc in tcfgs}}
+            "teachers": {tc.name: _teacher_meta(tc, teachers[tc.name], rows, context_length, device) for tc in tcfgs}}
 
 
 def _same_request(meta: dict, request: dict) -> bool:
@@ -182,7 +184,7 @@ def build_target_cache(data_cfg: DataConfig, teachers: Sequence, out_dir: str | 
                                f"data.crop_scale=[1.0, 1.0] and data.hflip=false (got {list(data_cfg.crop_scale)}, "
                                f"hflip={data_cfg.hflip})")
     rows = _expected_rows(data_cfg)
-    request = _request(data_cfg, tcfgs, built, rows, context_length)
+    request = _request(data_cfg, tcfgs, built, rows, context_length, torch.device(device))
     final = _read_json(out / META)
     if final is not None and final.get("complete") and _same_request(final, request):
         log.info("target cache %s is complete and matches; reusing it", out)
@@ -194,6 +196,9 @@ def build_target_cache(data_cfg: DataConfig, teachers: Sequence, out_dir: str | 
     transform = ImageTransform(data_cfg.image_size, data_cfg.mean, data_cfg.std, train=True,
                                crop_scale=data_cfg.crop_scale, ratio=data_cfg.ratio, teacher_sizes=sizes,
                                hflip=data_cfg.hflip)
+    _, why = bf16_reason(device)
+    log.info("target cache: teachers compute in %s on %s (%s)", ", ".join(
+        f"{n}={t['computed_in']}" for n, t in request["teachers"].items()), device, why)
     partial = out.with_name(f".{out.name}.partial")
     done = _done_keys(partial, request)
     if done:

@@ -59,7 +59,7 @@ class DemoSettings:
     weight_decay: float = 0.1
     distill_fraction: float = 0.5
     precision: str = "auto"  # bf16 on CUDA, fp32 on the CPU (where bf16 autocast measured no faster here)
-    teacher_dtype: str = "bfloat16"  # the teachers' compute dtype when filling the cache
+    teacher_dtype: str = "auto"  # bf16 only where the device computes it natively (sfclip.precision)
     workers: int = 1
     efficientnet: bool = False  # EfficientNet-Lite0 as a second vision teacher of the SF-CLIP student
 

@@ -8,7 +8,8 @@ from .base import Teacher, TeacherConfig, TextTeacher, VisionTeacher
 
 __all__ = ["Teacher", "TeacherConfig", "TextTeacher", "VisionTeacher", "build_teacher"]
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# "auto" -> None: the teacher picks bf16 or fp32 per device when it runs (sfclip.precision).
+_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build_teacher(cfg: TeacherConfig, student_grid: int | None = None) -> Teacher:

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..precision import auto_dtype
+
 __all__ = ["Teacher", "TeacherConfig", "VisionTeacher", "TextTeacher"]
 
 _NORMS = ("layernorm", "none", "running")
 _LOSSES = ("smooth_l1", "mse", "cosine")
 _HEADS = ("linear", "mlp")
 _ALIGN = ("render", "resample")
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -46,7 +49,9 @@ class TeacherConfig:
     weight: float = 1.0
     head: str = "linear"  # linear (EVA-02) | mlp (RADIO-style adaptor)
     head_hidden: int = 0  # mlp hidden width; 0 = the teacher width
-    dtype: str = "float32"  # float32 | bfloat16 | float16: the teacher's compute dtype
+    # The teacher's compute dtype: float32 | bfloat16 | float16, or "auto" = bf16 where the device computes it
+    # natively (CUDA, CPUs with AVX512-BF16 / AMX), fp32 elsewhere (sfclip.precision).
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
         if self.kind not in ("vision", "text"):
@@ -59,8 +64,8 @@ class TeacherConfig:
             raise ValueError(f"teacher {self.name!r}: head must be one of {_HEADS}, got {self.head!r}")
         if self.align not in _ALIGN:
             raise ValueError(f"teacher {self.name!r}: align must be one of {_ALIGN}, got {self.align!r}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"teacher {self.name!r}: dtype must be float32, bfloat16 or float16")
+        if self.dtype not in TEACHER_DTYPES:
+            raise ValueError(f"teacher {self.name!r}: dtype must be one of {TEACHER_DTYPES}, got {self.dtype!r}")
         if self.weight < 0:
             raise ValueError(f"teacher {self.name!r}: weight must be >= 0, got {self.weight}")
 
@@ -70,11 +75,15 @@ class Teacher(nn.Module):
 
     kind: str = ""
 
-    def __init__(self, name: str, width: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, name: str, width: int, dtype: torch.dtype | None = torch.float32) -> None:
         super().__init__()
         self.name = name
         self.width = width
-        self.compute_dtype = dtype
+        self.compute_dtype = dtype  # None = "auto": chosen per device when the teacher runs
+
+    def effective_dtype(self, device: torch.device | str) -> torch.dtype:
+        """The dtype this teacher computes in on `device` ("auto" resolved by `sfclip.precision`)."""
+        return self.compute_dtype if self.compute_dtype is not None else auto_dtype(device)
 
     def freeze(self) -> "Teacher":
         """Freeze every parameter and switch to eval mode; call at the end of `__init__`."""
@@ -87,8 +96,8 @@ class Teacher(nn.Module):
         return super().train(False)
 
     def _autocast(self, device: torch.device):
-        enabled = self.compute_dtype != torch.float32
-        return torch.autocast(device.type, dtype=self.compute_dtype, enabled=enabled)
+        dtype = self.effective_dtype(device)
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 class VisionTeacher(Teacher):
@@ -97,7 +106,7 @@ class VisionTeacher(Teacher):
     kind = "vision"
 
     def __init__(self, name: str, width: int, image_size: int, patch_size: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype = torch.float32) -> None:
+                 mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype | None = torch.float32) -> None:
         super().__init__(name, width, dtype)
         self.image_size = image_size
         self.patch_size = patch_size
@@ -128,7 +137,7 @@ class TextTeacher(Teacher):
     kind = "text"
     prefix = ""  # text the teacher expects before every input, e.g. E5's "query: "
 
-    def __init__(self, name: str, width: int, tokenizer, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, name: str, width: int, tokenizer, dtype: torch.dtype | None = torch.float32) -> None:
         super().__init__(name, width, dtype)
         self.tokenizer = tokenizer
 

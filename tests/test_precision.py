@@ -1,0 +1,62 @@
+"""The "auto" dtype rule: bf16 only where the device computes it natively, fp32 elsewhere."""
+
+import pytest
+import torch
+
+from sfclip import precision
+from sfclip.teachers import TeacherConfig
+from sfclip.teachers.base import Teacher
+
+
+@pytest.fixture
+def cpu_flags(monkeypatch):
+    """Pretend the CPU has (or lacks) AVX512-BF16 / AMX; the cached probe is cleared around the test."""
+    def set_flags(avx512_bf16: bool, amx: bool = False) -> None:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+        precision._cpu_bf16.cache_clear()
+
+    yield set_flags
+    precision._cpu_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("avx512_bf16,amx,want", [(False, False, torch.float32), (True, False, torch.bfloat16),
+                                                  (False, True, torch.bfloat16)])
+def test_cpu_rule(cpu_flags, avx512_bf16, amx, want):
+    cpu_flags(avx512_bf16, amx)
+    assert precision.auto_dtype("cpu") is want
+    ok, why = precision.bf16_reason("cpu")
+    assert ok == (want is torch.bfloat16)
+    assert torch.backends.cpu.get_cpu_capability() in why
+
+
+def test_cuda_rule_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert precision.auto_dtype("cuda") is torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision.auto_dtype("cuda:0") is torch.bfloat16
+
+
+def test_teacher_default_is_auto_and_resolves_per_device(cpu_flags):
+    assert TeacherConfig().dtype == "auto"
+    with pytest.raises(ValueError, match="dtype"):
+        TeacherConfig(dtype="bf16")
+    t = Teacher("t", 4, dtype=None)
+    cpu_flags(False)
+    assert t.effective_dtype("cpu") is torch.float32
+    with t._autocast(torch.device("cpu")):
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype is torch.float32  # autocast off: fp32 matmul
+    cpu_flags(True)
+    assert t.effective_dtype("cpu") is torch.bfloat16
+    with t._autocast(torch.device("cpu")):
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype is torch.bfloat16
+    # An explicit dtype is honoured whatever the device.
+    assert Teacher("t", 4, dtype=torch.bfloat16).effective_dtype("cpu") is torch.bfloat16
+
+
+def test_demo_teachers_use_auto():
+    from sfclip.demo.settings import demo_settings, teacher_configs
+
+    assert {t.dtype for t in teacher_configs(demo_settings())} == {"auto"}
