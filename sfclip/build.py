@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models import SFCLIP, HeadConfig, resolve_model_config
+from .models import SFCLIP, HeadConfig, list_models, resolve_model_config
 from .objective import Objective, ObjectiveConfig
 from .teachers import Teacher, TeacherConfig, TextTeacher, build_teacher
 from .tokenizer import Tokenizer, load_tokenizer
@@ -32,6 +32,9 @@ class StudentConfig:
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        if self.model not in list_models():
+            raise ValueError(f"student.model {self.model!r} is not a registered model; known: "
+                             f"{', '.join(list_models())} (`sfclip models` describes them)")
         if self.text_embedding not in ("inherited", "own"):
             raise ValueError(f"student.text_embedding must be 'inherited' or 'own', got {self.text_embedding!r}")
 

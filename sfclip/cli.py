@@ -6,6 +6,10 @@
     sfclip demo [--quick]                            the built-in SF-CLIP vs CLIP benchmark
     sfclip scenes OUT_DIR [--train N] [--eval N]      write the built-in dataset (shards + eval sets)
     sfclip models                                    list registered model sizes
+
+A bad input (recipe, override, path, value) prints one line, `sfclip <command>: error: <message>`, and exits
+with status 2; `--debug` (or SFCLIP_DEBUG=1) shows the traceback too. Any other exception is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,13 +32,40 @@ def _parse_value(text: str):
         return text
 
 
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value (e.g. --arg resize_short=224)")
+    return key, _parse_value(value)
+
+
 def cmd_train(args) -> int:
-    from .config import load_config
+    from .config import check_runnable, load_config
     from .train.loop import train
 
-    import os
-
     cfg = load_config(args.recipe, args.overrides)
+    check_runnable(cfg)
     summary = train(cfg)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2, default=str))
@@ -49,15 +81,27 @@ def cmd_config(args) -> int:
 
 def cmd_eval(args) -> int:
     from .checkpoint import load
-    from .eval.results import print_table, result_record, write_result
-    from .eval.tasks import evaluate
+    from .eval.results import check_writable, print_table, result_record, write_result
+    from .eval.tasks import TASKS, evaluate, task_arguments
 
-    model, tokenizer, transform = load(args.checkpoint, device=args.device)
-    kwargs = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in args.arg)}
+    # Everything the command line can check is checked before the checkpoint loads.
+    kwargs = dict(args.arg)
+    flags = {}
     for key in ("data", "train_data", "test_data", "classnames", "templates", "language", "pictures_dir"):
         value = getattr(args, key, None)
         if value is not None:
             kwargs[key] = value
+            flags[key] = "--" + {"pictures_dir": "pictures"}.get(key, key).replace("_", "-")
+    for key in kwargs:
+        if key not in task_arguments(args.task):
+            takers = [t for t in TASKS if key in task_arguments(t)]
+            hint = (f"only {', '.join(takers)} take it" if takers else
+                    f"--arg names one of: {', '.join(a for a in task_arguments(args.task) if a not in flags)}")
+            raise ValueError(f"--task {args.task} does not take {flags.get(key, f'--arg {key}')}; drop it "
+                             f"({hint})")
+    if args.output:
+        check_writable(args.output)
+    model, tokenizer, transform = load(args.checkpoint, device=args.device)
     if args.task in ("zeroshot_segmentation", "linear_segmentation"):
         from .checkpoint import image_stats
 
@@ -86,6 +130,10 @@ def cmd_demo(args) -> int:
 def cmd_scenes(args) -> int:
     from .demo.scenes import write_eval_sets, write_shards
 
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file; give a folder (it is created if missing)")
+
     if args.train:
         shards = write_shards(Path(args.out_dir) / "train", "train", args.train, seed=args.seed)
         print(f"wrote {len(shards)} training shards ({args.train} pairs) to {Path(args.out_dir) / 'train'}")
@@ -105,8 +153,17 @@ def cmd_models(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage is a `--help` away) like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sfclip", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="sfclip", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of expected errors too "
+                   "(also SFCLIP_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train from a recipe")
@@ -133,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", help="write the CLIP_benchmark-format JSON here")
     e.add_argument("--pictures", dest="pictures_dir", help="write PNG examples into this folder")
     e.add_argument("--device", default="cpu")
-    e.add_argument("--batch-size", dest="batch_size", type=int, default=64)
-    e.add_argument("--arg", action="append", default=[], help="extra runner argument key=value (repeatable)")
+    e.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
+    e.add_argument("--arg", action="append", default=[], type=_key_value,
+                   help="extra runner argument key=value, the value read as JSON when it parses (repeatable)")
     e.set_defaults(fn=cmd_eval)
 
     d = sub.add_parser("demo", help="SF-CLIP vs CLIP on the built-in benchmark with real teachers")
@@ -148,14 +206,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("scenes", help="write the built-in scenes dataset (WebDataset shards and eval sets)")
     sc.add_argument("out_dir")
-    sc.add_argument("--train", type=int, default=2000, help="training pairs (0 = none)")
-    sc.add_argument("--eval", type=int, default=500, help="scenes per evaluation set (0 = none)")
+    sc.add_argument("--train", type=_count, default=2000, help="training pairs (0 = none)")
+    sc.add_argument("--eval", type=_count, default=500, help="scenes per evaluation set (0 = none)")
     sc.add_argument("--seed", type=int, default=0)
     sc.set_defaults(fn=cmd_scenes)
 
     m = sub.add_parser("models", help="list model sizes")
     m.set_defaults(fn=cmd_models)
     return p
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What a bad input raises (one line, exit 2); anything else is a bug and keeps its traceback."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import ConfigError
+
+    types: list[type[BaseException]] = [ConfigError, ValueError, OSError, OmegaConfBaseException]
+    try:  # the checkpoint's own error class, where this version has one
+        from .checkpoint import CheckpointError
+
+        types.insert(0, CheckpointError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _one_line(e: BaseException) -> str:
+    """The message on one line. A DataLoader worker's error carries the worker's traceback: keep its last line."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    if "Original Traceback" in str(e):
+        return lines[-1]
+    return lines[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,12 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
         root.handlers[-1]._sfclip = True  # the trainer's own handler (with the rank prefix) replaces it
-    from .config import ConfigError
-
+    debug = args.debug or os.environ.get("SFCLIP_DEBUG", "") not in ("", "0")
     try:
         return args.fn(args)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"sfclip {args.command}: error: {e}", file=sys.stderr)
+    except _expected_errors() as e:
+        if debug:
+            raise
+        print(f"sfclip {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

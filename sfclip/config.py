@@ -1,7 +1,9 @@
 """The run config: every component's dataclass composed into one, loaded from a YAML recipe + dotted overrides.
 
 OmegaConf structured configs check keys and types against the dataclasses; `__post_init__` checks values.
-Any failure becomes one `ConfigError` line naming the key, before any heavy work starts.
+Any failure becomes one `ConfigError` line naming the key, before any heavy work starts. What depends on the
+machine rather than on the recipe (is CUDA there? do the local teacher folders exist?) is checked apart, by
+`check_runnable`, so that `sfclip config` can still print a cluster recipe on a laptop.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .build import StudentConfig
@@ -19,7 +22,7 @@ from .objective import ObjectiveConfig
 from .train.logs import LogConfig
 from .train.optim import OptimConfig
 
-__all__ = ["ConfigError", "TrainConfig", "RunConfig", "load_config", "to_yaml"]
+__all__ = ["ConfigError", "TrainConfig", "RunConfig", "load_config", "check_runnable", "to_yaml"]
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,16 @@ class TrainConfig:
             raise ValueError(f"train.keep_last must be >= 1, got {self.keep_last}")
         if self.ckpt_every < 1:
             raise ValueError(f"train.ckpt_every must be >= 1, got {self.ckpt_every}")
+        if self.max_bad_steps < 1:
+            raise ValueError(f"train.max_bad_steps must be >= 1, got {self.max_bad_steps} "
+                             "(1 stops the run at the first non-finite loss)")
+        if self.device not in ("auto", "cpu", "cuda") and not _is_cuda_index(self.device):
+            raise ValueError(f"train.device must be auto, cpu, cuda or cuda:<index>, got {self.device!r}")
+
+
+def _is_cuda_index(device: str) -> bool:
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
 
 
 @dataclass
@@ -79,15 +92,30 @@ def _first_line(e: Exception) -> str:
     return msg[0] if msg else type(e).__name__
 
 
+def _load_recipe(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist")
+    try:
+        node = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or _first_line(e)
+        raise ConfigError(f"recipe {path} is not valid YAML: {problem}{where}; fix the file "
+                          "(`sfclip config` prints a valid one)") from None
+    if not isinstance(node, DictConfig):
+        kind = "a list" if OmegaConf.is_list(node) else f"{type(node).__name__}"
+        raise ConfigError(f"recipe {path}: the top level is {kind}, but a recipe is a mapping of sections "
+                          "(name:, student:, data:, optim:, train:, ...)")
+    return node
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Recipe YAML (optional) + `key.sub=value` overrides -> a validated RunConfig."""
     base = OmegaConf.structured(RunConfig)
     layers = []
     if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise ConfigError(f"recipe {path} does not exist")
-        layers.append(OmegaConf.load(path))
+        layers.append(_load_recipe(Path(recipe)))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=3e-4)")
@@ -101,6 +129,33 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         raise ConfigError(f"config key {key!r}: {_first_line(e)}" if key else _first_line(e)) from None
     except ValueError as e:  # a component's __post_init__ check
         raise ConfigError(_first_line(e)) from None
+
+
+def check_runnable(cfg: RunConfig) -> None:
+    """Raise `ConfigError` when this machine cannot start the run: no training duration, CUDA asked of a torch
+    without it, or a teacher folder that does not exist. Cheap: call it before creating anything."""
+    t = cfg.train
+    if not (t.steps or t.epochs or t.samples):
+        raise ConfigError("no training duration: train.steps, train.epochs and train.samples are all 0; "
+                          "set one of them (e.g. train.steps=1000)")
+    if t.device.startswith("cuda"):
+        import torch
+
+        if torch.version.cuda is None:
+            raise ConfigError(f"train.device={t.device} but this torch ({torch.__version__}) is a CPU-only build; "
+                              "use train.device=cpu (or auto), or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={t.device} but torch sees no CUDA device; use train.device=cpu "
+                              "(or auto), or check the driver and CUDA_VISIBLE_DEVICES")
+    from .teachers.hf import check_local_source
+
+    for teacher in cfg.objective.teachers:
+        if cfg.data.targets and teacher.kind == "vision":
+            continue  # a target cache may stand in for it; build_teachers says so if it does not
+        try:
+            check_local_source(teacher.name, teacher.source)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sfclip.eval.images import open_image
-from sfclip.eval.shards import IMAGE_EXTS, Member, find_image, index_shards, read_json, read_member, read_text
+from sfclip.eval.shards import IMAGE_EXTS, Member, find_image, index_shards, read_json, read_text
 
 __all__ = ["LabeledImages", "classification_dataset", "guess_format"]
 
@@ -32,18 +32,23 @@ class LabeledImages(Dataset):
     """(image, label) pairs; `transform` maps the decoded RGB PIL image to a tensor."""
 
     def __init__(self, items: Sequence[tuple[Source, int]], classnames: Sequence[str],
-                 transform: Callable[[Image.Image], Tensor] | None = None) -> None:
+                 transform: Callable[[Image.Image], Tensor] | None = None, indexed: bool = False) -> None:
         self.items, self.classnames, self.transform = list(items), list(classnames), transform
-        bad = [label for _, label in self.items if not 0 <= label < len(self.classnames)]
+        self.indexed = indexed  # labels were given as class indices (not names or folders)
+        n = len(self.classnames)
+        bad = [(source, label) for source, label in self.items if not 0 <= label < n]
         if bad:
-            raise ValueError(f"labels {sorted(set(bad))[:5]} outside [0, {len(self.classnames)})")
+            source, label = bad[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise ValueError(f"label {label} of {source}{more} is outside the {n} class names (0..{n - 1}); "
+                             "pass the class names of this dataset")
 
     def __len__(self) -> int:
         return len(self.items)
 
     def image(self, i: int) -> Image.Image:
         source = self.items[i][0]
-        return open_image(read_member(source) if isinstance(source, Member) else source)
+        return open_image(source)
 
     def __getitem__(self, i: int):
         img = self.image(i)
@@ -54,15 +59,19 @@ class LabeledImages(Dataset):
         return [label for _, label in self.items]
 
 
+def _is_index(value) -> bool:
+    return isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+
+
 def _label(value, index: dict[str, int], where: str) -> int:
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+    if _is_index(value):
         return int(value)
     if value in index:
         return index[value]
     raise ValueError(f"{where}: label {value!r} is neither an int nor one of the class names")
 
 
-def _folder(root: Path, classnames: list[str] | None) -> tuple[list[tuple[Source, int]], list[str]]:
+def _folder(root: Path, classnames: list[str] | None) -> tuple[list[tuple[Source, int]], list[str], bool]:
     folders = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not folders:
         raise ValueError(f"{root} has no class folders")
@@ -78,10 +87,10 @@ def _folder(root: Path, classnames: list[str] | None) -> tuple[list[tuple[Source
                          "by name or by count")
     items = [(p, labels[f]) for f in folders for p in sorted((root / f).iterdir())
              if p.suffix.lower().lstrip(".") in IMAGE_EXTS]
-    return items, classnames
+    return items, classnames, False
 
 
-def _csv(path: Path, classnames: list[str] | None) -> tuple[list[tuple[Source, int]], list[str]]:
+def _csv(path: Path, classnames: list[str] | None) -> tuple[list[tuple[Source, int]], list[str], bool]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter=delimiter))
@@ -89,19 +98,19 @@ def _csv(path: Path, classnames: list[str] | None) -> tuple[list[tuple[Source, i
         raise ValueError(f"{path} needs a header with 'filepath' and 'label' columns")
     raw = [r["label"] for r in rows]
     if classnames is None:
-        if any(v.strip().lstrip("-").isdigit() for v in raw):
+        if any(_is_index(v) for v in raw):
             raise ValueError(f"{path} has integer labels: pass classnames")
         classnames = sorted(set(raw))
     index = {c: i for i, c in enumerate(classnames)}
     items = [((path.parent / r["filepath"]), _label(r["label"], index, str(path))) for r in rows]
-    return items, classnames
+    return items, classnames, any(_is_index(v) for v in raw)
 
 
-def _wds(spec, classnames: list[str] | None) -> tuple[list[tuple[Source, int]], list[str]]:
+def _wds(spec, classnames: list[str] | None) -> tuple[list[tuple[Source, int]], list[str], bool]:
     if classnames is None:
         raise ValueError("WebDataset classification needs classnames")
     index = {c: i for i, c in enumerate(classnames)}
-    items = []
+    items, indexed = [], False
     for sample in index_shards(spec):
         if "cls" in sample:
             value = read_text(sample["cls"]).strip()
@@ -109,8 +118,9 @@ def _wds(spec, classnames: list[str] | None) -> tuple[list[tuple[Source, int]], 
             value = read_json(sample["json"])["label"]
         else:
             raise ValueError(f"sample {sample['__key__']} has neither .cls nor .json")
+        indexed = indexed or _is_index(value)
         items.append((find_image(sample), _label(value, index, sample["__key__"])))
-    return items, classnames
+    return items, classnames, indexed
 
 
 def guess_format(data) -> str:
@@ -132,13 +142,13 @@ def classification_dataset(data: str | Path | Sequence[str], classnames: Sequenc
     fmt = guess_format(data) if data_format == "auto" else data_format
     names = list(classnames) if classnames is not None else None
     if fmt == "folder":
-        items, names = _folder(Path(data), names)
+        items, names, indexed = _folder(Path(data), names)
     elif fmt == "csv":
-        items, names = _csv(Path(data), names)
+        items, names, indexed = _csv(Path(data), names)
     elif fmt == "wds":
-        items, names = _wds(data, names)
+        items, names, indexed = _wds(data, names)
     else:
         raise ValueError(f"data_format must be auto, folder, csv or wds; got {data_format!r}")
     if not items:
         raise ValueError(f"no images found in {data}")
-    return LabeledImages(items, names, transform)
+    return LabeledImages(items, names, transform, indexed)

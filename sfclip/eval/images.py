@@ -5,6 +5,9 @@ CLIP's usual one, the same `sfclip.data.transforms.eval_transform` that `sfclip.
 resize of the short side, centre crop). Decoding is the data pipeline's too (EXIF rotation,
 transparency, 16-bit). Dense tasks keep images unnormalized in [0, 1] and resize them as tensors,
 because masks must follow the same geometry.
+
+An image or mask that does not decode is an error naming the file, never a silent skip (training skips and
+counts such samples): a score over a set with holes would not compare with scores over the whole set.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from sfclip.data.config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from sfclip.data.transforms import decode_image, eval_transform, pil_to_tensor, to_rgb
+from sfclip.eval.shards import Member, read_member
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "image_transform", "open_image", "pil_to_tensor", "load_mask",
@@ -31,9 +35,30 @@ __all__ = [
 CLIP_MEAN, CLIP_STD = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
-def open_image(source: str | Path | bytes) -> Image.Image:
-    """Decode an image file (or its bytes) to RGB, as the training pipeline does."""
-    return decode_image(source if isinstance(source, bytes) else Path(source).read_bytes())
+def open_image(source: str | Path | Member | bytes) -> Image.Image:
+    """Decode an image file (a path, a shard member, or bytes) to RGB, as the training pipeline does.
+
+    Raises ValueError naming the file when it does not decode (FileNotFoundError when it is missing).
+    """
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, Member):
+        data = read_member(source)
+    else:
+        data = Path(source).read_bytes()
+    try:
+        return decode_image(data)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for unreadable, truncated or bad files
+        where = "image bytes" if isinstance(source, bytes) else f"image {source}"
+        raise ValueError(f"cannot decode {where} ({_reason(e)}); replace or remove it "
+                         "(evaluation does not skip images)") from e
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, UnidentifiedImageError):  # its message names a BytesIO object, not the file
+        return "not an image format PIL reads"
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def load_mask(source: str | Path | bytes) -> Tensor:
@@ -42,12 +67,16 @@ def load_mask(source: str | Path | bytes) -> Tensor:
     Palette ("P", as in VOC) and greyscale ("L"/"I") PNGs store indices directly; RGB masks are refused
     because their colours need a dataset-specific palette to become labels.
     """
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    with Image.open(source) as m:
-        if m.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-            raise ValueError(f"mask {source} has mode {m.mode}; expected an index PNG (mode P or L)")
-        arr = np.array(m, dtype=np.int64)
+    name = "mask bytes" if isinstance(source, bytes) else f"mask {source}"
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as m:
+            if m.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+                raise ValueError(f"{name} has mode {m.mode}; expected an index PNG (mode P or L)")
+            arr = np.array(m, dtype=np.int64)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"cannot decode {name} ({_reason(e)}); replace or remove it") from e
     return torch.from_numpy(arr)
 
 

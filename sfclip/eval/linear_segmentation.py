@@ -138,6 +138,7 @@ def run(model: nn.Module, tokenizer, data: str | Path | tuple[SegmentationSet, S
     else:
         train_set, test_set = (segmentation_dataset(data, layout, s, reduce_zero_label, ignore_index)
                                for s in (train_split, test_split))
+    train_set.num_classes = test_set.num_classes = len(names)
     window = image_size or int(model.visual.image_size)
     resize_short = resize_short or window
     test_resize_short = test_resize_short or resize_short

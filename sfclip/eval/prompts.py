@@ -34,22 +34,39 @@ _INLINE_TEMPLATES = {"plain": ["a photo of a {c}."]}
 ListSpec = str | Path | Sequence[str] | Mapping[str, Sequence[str]]
 
 
-def _pick_language(table: Mapping[str, Sequence[str]], language: str | None, what: str) -> list[str]:
+def _describe(value) -> str:
+    if isinstance(value, list):
+        odd = next((x for x in value if not isinstance(x, str)), None)
+        return f"a list holding {odd!r:.40} ({type(odd).__name__})" if odd is not None else "a list"
+    return f"{value!r:.40} ({type(value).__name__})"
+
+
+def _strings(value, what: str, key: str, origin: str) -> list[str]:
+    """`value` as a list of strings, or a ValueError naming where it came from and the accepted shapes."""
+    if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+        return list(value)
+    raise ValueError(f"{what} {origin}: expected a list of strings, got {_describe(value)}; give a list, "
+                     f'{{"{key}": [...]}} or {{"<language>": [...]}}')
+
+
+def _pick_language(table: Mapping, language: str | None, what: str, key: str, origin: str) -> list[str]:
+    if not table:
+        raise ValueError(f"{what} {origin} is empty")
     if language is None:
         if len(table) == 1:
-            return list(next(iter(table.values())))
+            return _strings(next(iter(table.values())), what, key, origin)
         language = "en"
     if language not in table:
-        raise KeyError(f"no {what} for language {language!r}; available: {sorted(table)}")
-    return list(table[language])
+        raise ValueError(f"{what} {origin} have no language {language!r}; available: {sorted(table)}")
+    return _strings(table[language], what, key, f"{origin} [{language}]")
 
 
 def _load_list(spec: ListSpec, language: str | None, what: str, key: str,
                builtins: dict[str, str]) -> list[str]:
     if isinstance(spec, Mapping):
-        return _pick_language(spec, language, what)
+        return _pick_language(spec, language, what, key, "(given as a dict)")
     if not isinstance(spec, (str, Path)):
-        return list(spec)
+        return _strings(list(spec), what, key, "(given as a list)")
     if isinstance(spec, str) and spec in _INLINE_TEMPLATES and key == "templates":
         return list(_INLINE_TEMPLATES[spec])
     if isinstance(spec, str) and spec in builtins:
@@ -59,15 +76,17 @@ def _load_list(spec: ListSpec, language: str | None, what: str, key: str,
     if not path.is_file():
         known = sorted(builtins) + (sorted(_INLINE_TEMPLATES) if key == "templates" else [])
         raise FileNotFoundError(f"{what} {spec!r} is neither a built-in set ({known}) nor a file")
-    if path.suffix.lower() == ".json":
+    if path.suffix.lower() != ".json":
+        return [line.strip() for line in path.read_text("utf-8").splitlines() if line.strip()]
+    try:
         data = json.loads(path.read_text("utf-8"))
-        if isinstance(data, list):
-            return [str(x) for x in data]
-        if key in data:
-            data = data[key]
-            return _pick_language(data, language, what) if isinstance(data, Mapping) else list(data)
-        return _pick_language(data, language, what)
-    return [line.strip() for line in path.read_text("utf-8").splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} file {path} is not valid JSON ({e})") from None
+    if isinstance(data, Mapping) and key in data:
+        data = data[key]
+    if isinstance(data, Mapping):
+        return _pick_language(data, language, what, key, str(path))
+    return _strings(data, what, key, str(path))
 
 
 def load_classnames(spec: ListSpec, language: str | None = None) -> list[str]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["result_record", "write_result", "read_results", "format_table", "print_table"]
+__all__ = ["result_record", "write_result", "check_writable", "read_results", "format_table", "print_table"]
 
 
 def result_record(dataset: str, model: str, task: str, metrics: Mapping[str, float], language: str = "en",
@@ -37,6 +39,34 @@ def write_result(path: str | Path, record: Mapping) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, allow_nan=True) + "\n", encoding="utf-8")
     return path
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise OSError naming `path` when `write_result(path, ...)` could not write there; creates nothing.
+
+    Run it before an evaluation, so a bad `--output` is found in a second, not after an hour. The test is a
+    real one (a temporary file in the nearest existing folder, or an append-open of an existing file),
+    because permission bits say little to root or on read-only and special file systems.
+    """
+    path = Path(path)
+    target_dir = path if path.is_dir() or path.suffix != ".json" else path.parent
+    if path.suffix == ".json" and path.is_file():
+        try:
+            with open(path, "a", encoding="utf-8"):
+                return
+        except OSError as e:
+            raise OSError(f"cannot write {path} ({e.strerror or e})") from None
+    folder = target_dir
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {folder} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".sfclip-write-test-")
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {folder} is not writable ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def read_results(paths: str | Path | Iterable[str | Path]) -> list[dict]:

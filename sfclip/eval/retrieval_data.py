@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sfclip.eval.images import open_image
-from sfclip.eval.shards import Member, find_image, index_shards, read_json, read_member, read_text
+from sfclip.eval.shards import Member, find_image, index_shards, read_json, read_text
 
 __all__ = ["CaptionedImages", "retrieval_dataset"]
 
@@ -47,7 +47,7 @@ class CaptionedImages(Dataset):
 
     def image(self, i: int) -> Image.Image:
         source = self.sources[i]
-        return open_image(read_member(source) if isinstance(source, Member) else source)
+        return open_image(source)
 
     def __getitem__(self, i: int):
         img = self.image(i)

@@ -69,6 +69,7 @@ def run(model: nn.Module, tokenizer, data: str | Path | SegmentationSet, *, clas
     prompts = load_templates(templates, language)
     dataset = data if isinstance(data, SegmentationSet) else segmentation_dataset(
         data, layout, split, reduce_zero_label, ignore_index)
+    dataset.num_classes = len(names)
     window = image_size or int(model.visual.image_size)
     stride = stride or window // 2
     bg_index = names.index(background_class) if background_class in names else None

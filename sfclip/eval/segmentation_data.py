@@ -34,11 +34,16 @@ LAYOUTS = {
 
 
 class SegmentationSet(Dataset):
-    """Items are (image (3, H, W) float in [0, 1], mask (H, W) long)."""
+    """Items are (image (3, H, W) float in [0, 1], mask (H, W) long).
+
+    With `num_classes` set (the runners set it to the number of class names), a mask label outside
+    [0, num_classes) that is not `ignore_index` is an error naming the mask file and the label.
+    """
 
     def __init__(self, pairs: list[tuple[Path, Path]], reduce_zero_label: bool = False,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int = 255, num_classes: int | None = None) -> None:
         self.pairs, self.reduce_zero_label, self.ignore_index = pairs, reduce_zero_label, ignore_index
+        self.num_classes = num_classes
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -52,7 +57,19 @@ class SegmentationSet(Dataset):
         if self.reduce_zero_label:
             mask = torch.where(mask == 0, self.ignore_index, mask - 1)
             mask[mask == self.ignore_index - 1] = self.ignore_index
+        if self.num_classes is not None:
+            self._check_labels(mask, mask_path)
         return image, mask
+
+    def _check_labels(self, mask: Tensor, mask_path: Path) -> None:
+        n = self.num_classes
+        bad = mask[(mask != self.ignore_index) & ((mask < 0) | (mask >= n))]
+        if bad.numel():
+            label = int(bad.max())
+            shown = f"{label + 1} (read as {label} after reduce_zero_label)" if self.reduce_zero_label else label
+            raise ValueError(f"mask {mask_path}: label {shown} is outside the {n} class names (0..{n - 1}) and is "
+                             f"not the ignore index {self.ignore_index}; fix the mask or pass this dataset's class "
+                             "names")
 
 
 def _image_for(folder: Path, stem: str) -> Path:

@@ -29,6 +29,10 @@ class Member:
     shard: str
     offset: int
     size: int
+    name: str = ""  # the member's name inside the tar, for messages
+
+    def __str__(self) -> str:
+        return f"{self.shard}:{self.name or self.offset}"
 
 
 def expand_shards(spec: str | Path | Sequence[str | Path]) -> list[str]:
@@ -66,7 +70,7 @@ def index_shards(spec: str | Path | Sequence[str | Path]) -> list[dict[str, Memb
                     if current:
                         samples.append(current)
                     current_key, current = key, {"__key__": key}  # type: ignore[dict-item]
-                current[ext.lower()] = Member(shard, info.offset_data, info.size)
+                current[ext.lower()] = Member(shard, info.offset_data, info.size, info.name)
         if current:
             samples.append(current)
     return samples

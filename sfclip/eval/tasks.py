@@ -25,13 +25,14 @@ with `run(model, tokenizer, ..., device="cpu", batch_size=...) -> dict[str, floa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 
 from torch import nn
 
 from sfclip.eval import linear_probe, linear_segmentation, retrieval, segmentation, zeroshot
 
-__all__ = ["TASKS", "evaluate"]
+__all__ = ["TASKS", "evaluate", "task_arguments", "check_arguments"]
 
 Runner = Callable[..., dict[str, float]]
 
@@ -44,8 +45,27 @@ TASKS: dict[str, Runner] = {
 }
 
 
-def evaluate(task: str, model: nn.Module, tokenizer, **kwargs) -> dict[str, float]:
-    """Run one registered task; unknown task names fail with the list of known ones."""
+def task_arguments(task: str) -> list[str]:
+    """The keyword arguments a task's runner takes (besides model and tokenizer)."""
     if task not in TASKS:
         raise ValueError(f"unknown eval task {task!r}; known: {sorted(TASKS)}")
+    params = list(inspect.signature(TASKS[task]).parameters.values())[2:]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_arguments(task: str, names: Iterable[str]) -> None:
+    """Raise ValueError naming every argument in `names` that the task's runner does not take."""
+    known = task_arguments(task)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"task {task} does not take {', '.join(map(repr, unknown))}; it takes: {', '.join(known)}")
+
+
+def evaluate(task: str, model: nn.Module, tokenizer, **kwargs) -> dict[str, float]:
+    """Run one registered task; unknown task names, arguments the runner does not take and a batch size
+    below 1 fail with a message naming them, before any work."""
+    check_arguments(task, kwargs)
+    batch_size = kwargs.get("batch_size", 1)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     return TASKS[task](model, tokenizer, **kwargs)

@@ -48,7 +48,8 @@ def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
 def run(model: nn.Module, tokenizer, data: str | Path | Sequence[str] | LabeledImages, *,
         transform: Callable[[Image.Image], Tensor], classnames: ListSpec | None = None,
         templates: ListSpec = "openai_imagenet", language: str | None = None, data_format: str = "auto",
-        class_prompts: Mapping[str, Sequence[str]] | None = None, device: str | torch.device = "cpu",
+        class_prompts: Mapping[str, Sequence[str]] | None = None, allow_unused_classnames: bool = False,
+        device: str | torch.device = "cpu",
         batch_size: int = 64, num_workers: int = 0, progress: bool = True,
         pictures_dir: str | Path | None = None, num_pictures: int = 8) -> dict[str, float]:
     """Zero-shot classification accuracy of `model` on `data`.
@@ -56,7 +57,9 @@ def run(model: nn.Module, tokenizer, data: str | Path | Sequence[str] | LabeledI
     data: a path in one of the `classification_data` layouts (or a prepared `LabeledImages`).
     classnames / templates: specs resolved by `prompts.load_classnames` / `load_templates` (a built-in
     name, a file, a list, or a dict language -> list picked by `language`); classnames default to the
-    dataset's own (folder names / CSV label names). Returns acc1, acc5 (>= 5 classes),
+    dataset's own (folder names / CSV label names). Labels given as indices that stop short of the last
+    class name are refused (a names file of another dataset would silently add distractor classes) unless
+    `allow_unused_classnames`. Returns acc1, acc5 (>= 5 classes),
     mean_per_class_recall. With `pictures_dir`, writes a grid of the first images with their labels.
     """
     dev = check_device(model, device)
@@ -65,6 +68,14 @@ def run(model: nn.Module, tokenizer, data: str | Path | Sequence[str] | LabeledI
     names = names if names is not None else dataset.classnames
     if len(names) != len(dataset.classnames):
         raise ValueError(f"{len(names)} class names for a dataset with {len(dataset.classnames)} classes")
+    top = max(dataset.labels) + 1
+    if dataset.indexed and top < len(names) and not allow_unused_classnames:
+        where = "" if isinstance(data, LabeledImages) else f" in {data}"
+        named = f" ({classnames})" if isinstance(classnames, (str, Path)) else ""
+        raise ValueError(f"{len(names)} class names{named} but the labels{where} only go up to {top - 1}, so "
+                         f"{len(names) - top} names are no image's class (names of another dataset?); pass the "
+                         "matching class names, or set allow_unused_classnames (--arg allow_unused_classnames=true) to "
+                         "score against all of them")
     dataset.transform = transform
     prompts = load_templates(templates, language)
     with evaluating(model):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .base import TextTeacher, VisionTeacher, mean_pool
 
-__all__ = ["HFVisionTeacher", "HFTextTeacher", "load_hf_vision", "load_hf_text"]
+__all__ = ["HFVisionTeacher", "HFTextTeacher", "load_hf_vision", "load_hf_text", "check_local_source"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,22 @@ def _average_layers(hidden_states: tuple[torch.Tensor, ...], layers: list[int]) 
     """Mean of instance-normalized hidden states of the chosen layers (data2vec's multi-layer target)."""
     picked = [hidden_states[i] for i in layers]
     return torch.stack([F.layer_norm(h.float(), h.shape[-1:]) for h in picked]).mean(0)
+
+
+def check_local_source(name: str, source: str) -> None:
+    """Raise ValueError when `source` is a local path (it starts with `/`, `.` or `~`, or has more than one `/`,
+    which no hub id has) that does not exist. Otherwise transformers would read it as a hub id and fail with a
+    message about repo ids. Other sources (`timm:`, `offline:`, hub ids) pass unchecked.
+
+    ValueError, not FileNotFoundError: `build_teacher` rewraps OSErrors as hub-loading failures.
+    """
+    if source.startswith(("timm:", "offline:")) or source == "efficientnet-lite0":
+        return
+    path = source.removeprefix("hf:")
+    local = path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path
+    if local and not Path(path).expanduser().exists():
+        raise ValueError(f"teacher {name!r}: folder {path} does not exist; point its source at an existing "
+                         "transformers folder, a hub id (hf:<org>/<name>) or a packaged teacher (offline:<name>)")
 
 
 def _teacher_meta(source: str) -> dict:
@@ -106,6 +122,7 @@ def load_hf_vision(name: str, source: str, image_size: int = 0, layers: list[int
     """Load a transformers image encoder; mean/std and default size come from its image processor config."""
     from transformers import AutoImageProcessor
 
+    check_local_source(name, source)
     model = _vision_model(source)
     mean, std, size = _IMAGENET_MEAN, _IMAGENET_STD, 224
     try:
@@ -135,6 +152,7 @@ def load_hf_text(name: str, source: str, layers: list[int] | None = None,
     """Load a transformers text encoder and its fast tokenizer."""
     from transformers import AutoModel, AutoTokenizer
 
+    check_local_source(name, source)
     tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
     model = AutoModel.from_pretrained(source, add_pooling_layer=False) if _has_pooler(source) else AutoModel.from_pretrained(source)
     meta = _teacher_meta(source)

@@ -26,8 +26,11 @@ class OptimConfig:
     grad_clip: float = 1.0  # 0 = off (the norm is still logged)
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr must be positive, got {self.lr}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"optim.lr must be a positive finite number, got {self.lr} (e.g. optim.lr=5e-4)")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay} "
+                             "(0 turns it off)")
         if len(self.betas) != 2:
             raise ValueError(f"optim.betas needs two values, got {self.betas}")
         if self.schedule not in ("cosine", "constant"):

@@ -41,7 +41,7 @@ def test_builtin_sets_and_files(tmp_path):
     assert load_templates(tmp_path / "t.json") == ["a {c}."]  # English by default
     with pytest.raises(ValueError, match="\\{c\\}"):
         load_templates(["no placeholder"])
-    with pytest.raises(KeyError, match="fr"):
+    with pytest.raises(ValueError, match="fr"):
         load_classnames({"en": ["x"], "de": ["y"]}, language="fr")
     with pytest.raises(FileNotFoundError, match="built-in"):
         load_classnames("not_a_set")
