@@ -80,18 +80,22 @@ def siglip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tens
 
 
 class ContrastiveLoss(nn.Module):
-    """`kind="clip"` (InfoNCE, temperature clamped at 100 as CLIP does) or `kind="siglip"`."""
+    """`kind="clip"` (InfoNCE) or `kind="siglip"`, scaled by `exp(log_scale)`.
 
-    def __init__(self, kind: str = "clip", max_logit_scale: float = 100.0) -> None:
+    No clamp here: a clamp inside the loss zeroes the temperature's gradient once it passes the bound, so
+    it could never come back. As in OpenCLIP, the train loop clamps the parameter itself to [0, log 100]
+    after each optimizer step.
+    """
+
+    def __init__(self, kind: str = "clip") -> None:
         super().__init__()
         if kind not in ("clip", "siglip"):
             raise ValueError(f"contrastive loss must be 'clip' or 'siglip', got {kind!r}")
         self.kind = kind
-        self.max_logit_scale = max_logit_scale
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor,
                 logit_bias: torch.Tensor | None = None) -> torch.Tensor:
-        scale = log_scale.exp().clamp(max=self.max_logit_scale)
+        scale = log_scale.exp()
         if self.kind == "clip":
             return clip_loss(image, text, scale)
         return siglip_loss(image, text, scale, logit_bias)

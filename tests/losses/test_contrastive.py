@@ -41,11 +41,15 @@ def test_siglip_loss_single_process():
     torch.testing.assert_close(siglip_loss(img, txt, scale, bias), ref)
 
 
-def test_logit_scale_is_clamped_at_100():
+def test_no_clamp_inside_the_loss_so_a_large_temperature_can_come_back():
+    # The train loop clamps the parameter after the step (OpenCLIP); a clamp in the loss would give a
+    # zero gradient above log(100), and the temperature could never decrease again.
     img, txt = features(2)
-    loss = ContrastiveLoss("clip")
-    big = loss(img, txt, torch.tensor(10.0, dtype=torch.double))  # exp(10) > 100
-    torch.testing.assert_close(big, reference_clip(img, txt, torch.tensor(100.0, dtype=torch.double)))
+    log_scale = torch.tensor(5.0, dtype=torch.double, requires_grad=True)  # exp(5) = 148 > 100
+    loss = ContrastiveLoss("clip")(img, txt, log_scale)
+    torch.testing.assert_close(loss, reference_clip(img, txt, log_scale.detach().exp()))
+    loss.backward()
+    assert log_scale.grad is not None and log_scale.grad.abs() > 1e-6
 
 
 def _rank_worker(rank, world, init_file, kind, out_dir):
