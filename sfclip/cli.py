@@ -82,23 +82,20 @@ def cmd_config(args) -> int:
 def cmd_eval(args) -> int:
     from .checkpoint import load
     from .eval.results import check_writable, print_table, result_record, write_result
-    from .eval.tasks import TASKS, evaluate, task_arguments
+    from .eval.tasks import check_arguments, evaluate
 
     # Everything the command line can check is checked before the checkpoint loads.
     kwargs = dict(args.arg)
-    flags = {}
+    spelled = {key: f"--arg {key}" for key in kwargs}
+    for key in ("device", "batch_size"):
+        if key in kwargs:
+            raise ValueError(f"--arg {key}: use --{key.replace('_', '-')}")
     for key in ("data", "train_data", "test_data", "classnames", "templates", "language", "pictures_dir"):
         value = getattr(args, key, None)
         if value is not None:
             kwargs[key] = value
-            flags[key] = "--" + {"pictures_dir": "pictures"}.get(key, key).replace("_", "-")
-    for key in kwargs:
-        if key not in task_arguments(args.task):
-            takers = [t for t in TASKS if key in task_arguments(t)]
-            hint = (f"only {', '.join(takers)} take it" if takers else
-                    f"--arg names one of: {', '.join(a for a in task_arguments(args.task) if a not in flags)}")
-            raise ValueError(f"--task {args.task} does not take {flags.get(key, f'--arg {key}')}; drop it "
-                             f"({hint})")
+            spelled[key] = "--" + {"pictures_dir": "pictures"}.get(key, key).replace("_", "-")
+    check_arguments(args.task, kwargs, spelled)
     if args.output:
         check_writable(args.output)
     model, tokenizer, transform = load(args.checkpoint, device=args.device)

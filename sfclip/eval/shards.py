@@ -46,9 +46,11 @@ def expand_shards(spec: str | Path | Sequence[str | Path]) -> list[str]:
             found = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
             paths.extend(found)
     missing = [p for p in paths if not Path(p).is_file()]
-    if not paths or missing:
-        detail = f" (missing: {missing[:3]})" if missing else ""
-        raise FileNotFoundError(f"no shard files for {spec!r}{detail}")
+    if missing:
+        more = f" (and {len(missing) - 1} more of {spec!r})" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"no such file or folder: {missing[0]}{more}")
+    if not paths:
+        raise FileNotFoundError(f"no shard files match {spec!r}")
     return paths
 
 

@@ -26,7 +26,7 @@ with `run(model, tokenizer, ..., device="cpu", batch_size=...) -> dict[str, floa
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from torch import nn
 
@@ -53,12 +53,17 @@ def task_arguments(task: str) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def check_arguments(task: str, names: Iterable[str]) -> None:
-    """Raise ValueError naming every argument in `names` that the task's runner does not take."""
+def check_arguments(task: str, names: Iterable[str], spelled: Mapping[str, str] | None = None) -> None:
+    """Raise ValueError for the first of `names` that the task's runner does not take, saying which tasks do.
+
+    `spelled` maps an argument to how the caller wrote it (the CLI's `--language` for `language`).
+    """
     known = task_arguments(task)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"task {task} does not take {', '.join(map(repr, unknown))}; it takes: {', '.join(known)}")
+    for name in names:
+        if name not in known:
+            takers = [t for t in TASKS if name in task_arguments(t)]
+            hint = f"only {', '.join(takers)} take it" if takers else f"it takes: {', '.join(known)}"
+            raise ValueError(f"task {task} does not take {(spelled or {}).get(name, repr(name))}; drop it ({hint})")
 
 
 def evaluate(task: str, model: nn.Module, tokenizer, **kwargs) -> dict[str, float]:
