@@ -51,8 +51,9 @@ class DataConfig:
     # A target cache folder (`sfclip.data.targets`): teacher outputs computed once, attached to each batch as
     # `batch["targets"]` by sample key instead of running those teachers. "" = run the teachers live.
     targets: str = ""
-    # On resume, also decode the skipped samples' images so that an undecodable image in the skipped
-    # range cannot shift the stream by one sample. Costs one decode per skipped sample.
+    # Resume is exact without this: checkpoints record each data worker's stream position. Only for a
+    # checkpoint without them (written by an older sfclip), decode the skipped samples' images so that an undecodable one in the skipped range cannot shift the
+    # stream. Costs one decode per skipped sample.
     exact_resume: bool = False
 
     def __post_init__(self) -> None:

@@ -11,6 +11,12 @@ Everything random is derived from (seed, epoch, rank, logical worker) and a samp
 worker's shuffled stream, never from process state. Resuming at batch `k` starts physical worker `p` as
 logical worker `(p + k) % W` (the DataLoader always asks worker 0 first) and drops the samples of that
 logical worker's first `ceil((k - l) / W)` batches before decoding them.
+
+Each batch carries `stream_position`: (its logical worker, the position in that worker's stream after its
+last sample). A checkpoint records the latest of each worker; resuming with those positions drops exactly
+that many stream entries, undecoded, so a resume is exact even when the skipped range held undecodable
+images or samples without cached targets. Without them (an older checkpoint), the skipped batches are
+counted in good samples, which only `exact_resume` makes exact (by decoding the skipped images).
 """
 
 from __future__ import annotations
@@ -139,7 +145,8 @@ class BatchStream(IterableDataset):
     def __init__(self, source: SampleSource, transform: ImageTransform, tokenizer: Callable, *, batch_size: int,
                  num_worker_batches: int, num_workers: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle_buffer: int = 0, shared_epoch: SharedEpoch | None = None, start_epoch: int = 0,
-                 skip_batches: int = 0, exact_resume: bool = False, targets: TargetCache | None = None) -> None:
+                 skip_batches: int = 0, exact_resume: bool = False, targets: TargetCache | None = None,
+                 start_positions: list[int] | None = None) -> None:
         super().__init__()
         self.source = source
         self.transform = transform
@@ -154,6 +161,10 @@ class BatchStream(IterableDataset):
         self.start_epoch = start_epoch
         self.skip_batches = skip_batches
         self.exact_resume = exact_resume
+        # Per logical worker: stream entries to drop in `start_epoch` (from a checkpoint); None = count batches.
+        if start_positions is not None and len(start_positions) != self.num_workers:
+            raise ValueError(f"start_positions has {len(start_positions)} entries for {self.num_workers} workers")
+        self.start_positions = start_positions
         # Cached teacher targets: samples the cache lacks are skipped (before decoding) and counted.
         self.targets = targets
 
@@ -180,7 +191,10 @@ class BatchStream(IterableDataset):
         # without decoding them still draws the same crops afterwards.
         stream = enumerate(sample for sample in raw if sample is not PASS_END)
 
-        to_skip = local_skip * self.batch_size
+        positions = self.start_positions if epoch == self.start_epoch and skip else None
+        for _ in range(positions[logical] if positions is not None else 0):
+            _next(stream, slot)
+        to_skip = local_skip * self.batch_size if positions is None else 0
         while to_skip > 0:
             _, sample = _next(stream, slot)
             if self.targets is not None and sample["__key__"] not in self.targets:
@@ -191,11 +205,12 @@ class BatchStream(IterableDataset):
         # Those were counted and reported by the run being resumed.
         counts.clear()
         for _ in range(self.num_worker_batches - local_skip):
-            batch = self._batch(stream, counts, epoch, slot)
+            batch = self._batch(stream, counts, epoch, slot, logical)
             counts.clear()
             yield batch
 
-    def _batch(self, stream: Iterator[tuple[int, dict]], counts: Counter, epoch: int, slot: int) -> dict:
+    def _batch(self, stream: Iterator[tuple[int, dict]], counts: Counter, epoch: int, slot: int,
+               logical: int) -> dict:
         """The next `batch_size` decodable samples, augmented and collated."""
         keys, captions, views = [], [], []
         bad_streak = 0
@@ -225,6 +240,7 @@ class BatchStream(IterableDataset):
         if self.targets is not None:
             batch["targets"] = self.targets.lookup(keys)  # {teacher: {field: (B, n, D) float16}}
             batch["skipped"][MISSING_TARGET] = int(counts.get(MISSING_TARGET, 0))
+        batch["stream_position"] = (logical, position + 1)
         return batch
 
     @staticmethod

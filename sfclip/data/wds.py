@@ -24,7 +24,7 @@ from pathlib import Path
 
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
-from webdataset.tariterators import group_by_keys
+from webdataset.tariterators import base_plus_ext, group_by_keys
 
 from .stream import PASS_END, derive_seed
 
@@ -102,23 +102,38 @@ def dataset_size(urls: list[str]) -> int | None:
     return total
 
 
-def _tar_members(stream, url: str) -> Iterator[dict]:
-    # Streaming read ("r|*": plain or compressed, from a file or a pipe), as webdataset does.
-    tar = tarfile.open(fileobj=stream, mode="r|*")
-    for info in tar:
-        if not info.isreg() or (info.name.startswith("__") and info.name.endswith("__")):
-            continue
-        yield {"fname": info.name, "data": tar.extractfile(info).read(), "__url__": url}
-        tar.members = []  # streaming: keep no index
-    # tarfile ends quietly at a corrupt header after the first, or at a file cut at a member boundary;
-    # a whole archive has its end marker (zero blocks) left and nothing else.
-    end_marker = False
-    while chunk := tar.fileobj.read(_READ_CHUNK):
-        if chunk.strip(b"\0"):
-            raise tarfile.ReadError(f"corrupt tar header at byte {tar.offset}")
-        end_marker = True
-    if not end_marker:
-        raise tarfile.ReadError(f"truncated at byte {tar.offset} (no end-of-archive marker)")
+def _tar_members(stream, url: str, errors: list[Exception]) -> Iterator[dict]:
+    """The whole members of a tar stream; a read failure ends it quietly and is appended to `errors`.
+
+    Ending quietly (not raising) lets `group_by_keys` yield the last sample before the failure: it only
+    yields a sample when the next key starts or its input ends, never when its input raises.
+    """
+    try:
+        # Streaming read ("r|*": plain or compressed, from a file or a pipe), as webdataset does.
+        tar = tarfile.open(fileobj=stream, mode="r|*")
+        for info in tar:
+            if not info.isreg() or (info.name.startswith("__") and info.name.endswith("__")):
+                continue
+            try:
+                data = tar.extractfile(info).read()
+            except Exception:
+                # A member cut short: its sample is incomplete, so it is marked bad (group_by_keys drops a
+                # sample with `__bad__`) and the shard's broken tail is counted as `bad_shard`.
+                yield {"fname": f"{base_plus_ext(info.name)[0]}.__bad__", "data": True, "__url__": url}
+                raise
+            yield {"fname": info.name, "data": data, "__url__": url}
+            tar.members = []  # streaming: keep no index
+        # tarfile ends quietly at a corrupt header after the first, or at a file cut at a member boundary;
+        # a whole archive has its end marker (zero blocks) left and nothing else.
+        end_marker = False
+        while chunk := tar.fileobj.read(_READ_CHUNK):
+            if chunk.strip(b"\0"):
+                raise tarfile.ReadError(f"corrupt tar header at byte {tar.offset}")
+            end_marker = True
+        if not end_marker:
+            raise tarfile.ReadError(f"truncated at byte {tar.offset} (no end-of-archive marker)")
+    except Exception as exc:  # noqa: BLE001 - counted by read_shard
+        errors.append(exc)
 
 
 def read_shard(url: str, counts: Counter) -> Iterator[dict]:
@@ -129,12 +144,16 @@ def read_shard(url: str, counts: Counter) -> Iterator[dict]:
     """
     stream = None
     n = 0
+    errors: list[Exception] = []
     try:
         stream = gopen(url, "rb", bufsize=_READ_CHUNK)
-        # group_by_keys' handler skips a duplicate member; a broken tar stream ends the shard below.
-        for sample in group_by_keys(_tar_members(stream, url), handler=_skip_member):
+        # group_by_keys' handler skips a duplicate member; a broken tar stream ends the members quietly,
+        # so the samples before the break (the last one included) are yielded, then it is raised here.
+        for sample in group_by_keys(_tar_members(stream, url, errors), handler=_skip_member):
             n += 1
             yield sample
+        if errors:
+            raise errors[0]
         stream.close()  # a pipe: command reports its exit status here
         stream = None
     except Exception as exc:  # noqa: BLE001 - a bad shard is skipped, never a crash

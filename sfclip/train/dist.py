@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "barrier", "all_reduce_min"]
+__all__ = ["DistInfo", "init_distributed", "barrier", "all_reduce_min", "all_gather_rows"]
 
 
 @dataclass
@@ -48,3 +48,13 @@ def all_reduce_min(flag: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return flag
+
+
+def all_gather_rows(row: torch.Tensor) -> torch.Tensor:
+    """Every rank's 1-D `row` stacked in rank order: (world, n); (1, n) in one process. Rows must match in size."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return row.reshape(1, -1)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else row.device
+    out = [torch.empty_like(row, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, row.to(device))
+    return torch.stack(out).cpu()

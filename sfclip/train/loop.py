@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from collections import Counter
@@ -19,11 +20,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from ..build import build_objective, build_teachers
-from ..config import RunConfig, to_yaml
+from ..checkpoint import recover_checkpoints
+from ..config import ConfigError, RunConfig, to_yaml
 from ..data import SKIP_REASONS
 from ..data.loader import build_train_loader
 from ..teachers.cached import CachedVisionTeacher
-from .dist import all_reduce_min, barrier, init_distributed
+from .dist import all_gather_rows, all_reduce_min, barrier, init_distributed
 from .eval_hook import EvalHook
 from .logs import MetricLogger, peak_rss_mb, setup_logging
 from .optim import build_optimizer, lr_lambda
@@ -37,6 +39,22 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class TrainingDiverged(RuntimeError):
     """Too many non-finite losses in a row."""
+
+
+class _LoaderStopped(Exception):
+    """The data loader failed after a stop was requested (a worker killed by the same signal)."""
+
+
+def check_writable(folder) -> None:
+    """Fail at once, before teachers or data are loaded, if the run folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output folder {folder} is not writable ({exc.strerror or exc}); set output_dir (or name) "
+                          "to a folder this user can write") from None
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -61,6 +79,8 @@ class Trainer:
         self.dist = init_distributed(cfg.train.device)
         self.device = self.dist.device
         self.run_dir = cfg.run_dir
+        if self.dist.is_main:
+            check_writable(self.run_dir)
         setup_logging(self.dist.rank, self.run_dir / "train.log" if self.dist.is_main else None)
         torch.manual_seed(cfg.train.seed + self.dist.rank)
         self.precision = self._resolve_precision(cfg.train.precision)
@@ -87,6 +107,8 @@ class Trainer:
         self.eval_hook = eval_hook if eval_hook is not None else EvalHook(cfg.eval, cfg.data)
         self.metrics = MetricLogger(self.run_dir, cfg.log, enabled=self.dist.is_main)
         self.last_checkpoint = None
+        self._saved_step = None  # the step whose checkpoint is already in this run's folder
+        self.data_positions: list[int] = []  # per logical data worker: stream position after its last batch
 
     # -- setup ------------------------------------------------------------------------------------
     def _resolve_precision(self, p: str) -> str:
@@ -116,9 +138,16 @@ class Trainer:
             return max(1, math.ceil(t.samples / per_step))
         raise ValueError("no training duration: set train.steps, train.epochs or train.samples")
 
-    def _build_loader(self) -> None:
+    def _build_loader(self, positions: torch.Tensor | None = None) -> None:
+        """`positions`: the checkpoint's (world, workers) stream positions, for an exact resume."""
+        row = None
+        if positions is not None and positions.shape[0] == self.dist.world_size and self.batch_in_epoch:
+            row = [int(p) for p in positions[self.dist.rank].tolist()]
         self.loader, self.data_info = build_train_loader(self.cfg.data, self.tokenizer, self.dist.rank,
-                                                         self.dist.world_size, self.epoch, self.batch_in_epoch)
+                                                         self.dist.world_size, self.epoch, self.batch_in_epoch,
+                                                         start_positions=row)
+        self.data_positions = row if row is not None and len(row) == self.data_info.workers else \
+            [0] * self.data_info.workers
 
     def _schedule(self):
         fn = lr_lambda(self.cfg.optim, self.total_steps)
@@ -133,17 +162,24 @@ class Trainer:
                 "rng": rng_state(), "objective_rng": self.objective.rng_state(), "world_size": self.dist.world_size}
 
     def save(self) -> None:
-        if self.dist.is_main:
+        """Checkpoint this step (once: a stop on a checkpoint step, or a finished run resumed, saves nothing new)."""
+        positions = all_gather_rows(torch.tensor(self.data_positions, dtype=torch.int64))  # (world, workers)
+        if self.dist.is_main and self._saved_step == self.step:
+            log.info("step %d is already saved in %s", self.step, self.last_checkpoint)
+        elif self.dist.is_main:
+            state = {**self._state(), "data_positions": positions}
             self.last_checkpoint = save_training_checkpoint(self.run_dir, self.step, self.student, self.tokenizer,
-                                                            self.cfg, self._state(), self.cfg.train.keep_last)
+                                                            self.cfg, state, self.cfg.train.keep_last)
+            self._saved_step = self.step
         barrier()
 
-    def _resume(self) -> None:
+    def _resume(self) -> torch.Tensor | None:
+        """Load the checkpoint `train.resume` names; returns its data stream positions (None if it has none)."""
         path = find_resume(self.run_dir, self.cfg.train.resume)
         if path is None:
             if self.cfg.train.resume:
                 log.info("train.resume=%s: no checkpoint yet in %s, starting fresh", self.cfg.train.resume, self.run_dir)
-            return
+            return None
         from safetensors.torch import load_file
 
         state = load_training_state(path)
@@ -160,7 +196,10 @@ class Trainer:
         set_rng_state(state["rng"])
         self.objective.set_rng_state(state["objective_rng"])
         self.last_checkpoint = path
+        if path.parent.resolve() == (self.run_dir / "checkpoints").resolve():
+            self._saved_step = self.step
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+        return state.get("data_positions")
 
     # -- the loop ---------------------------------------------------------------------------------
     def _batches(self):
@@ -171,29 +210,58 @@ class Trainer:
                 self.batch_in_epoch += 1
                 yield batch
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.data_positions = [0] * len(self.data_positions)
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict:
+        """Stop cleanly on SIGTERM / SIGINT; returns the handlers they replace."""
         def handler(signum, frame):
             log.warning("signal %d: finishing this step, saving a checkpoint and stopping", signum)
             self.stop_requested = True
+        previous = {}
         with contextlib.suppress(ValueError):  # not in the main thread
-            signal.signal(signal.SIGTERM, handler)
-            signal.signal(signal.SIGINT, handler)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, handler)
+        return previous
 
-    def fit(self) -> dict:
-        cfg = self.cfg
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+    def _setup(self) -> None:
+        """Repair the checkpoints folder, resume, build the data and the schedule; write the run's config."""
+        if self.dist.is_main:  # what a killed checkpoint write left, before anyone reads the folder
+            recover_checkpoints(self.run_dir / "checkpoints")
+        barrier()
         self._pending = None
-        self._resume()
-        self._build_loader()
+        self._build_loader(self._resume())
         self.total_steps = self._resolve_duration()
+        if self.dist.is_main:  # only once the resume and the data are known to work
+            (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
         self.scheduler = self._schedule()
         if self._pending is not None:
             self.optimizer.load_state_dict(self._pending[0])
             self.scheduler.load_state_dict(self._pending[1])
-        self._install_signal_handlers()
+
+    def _close_loader(self) -> None:
+        # Persistent workers otherwise live until the interpreter exits; DataLoader has no public close.
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader = None
+
+    def fit(self) -> dict:
+        self._setup()
+        previous = self._install_signal_handlers()
+        try:
+            last = self._run()
+            self.save()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._close_loader()
+            self.metrics.close()
+        return {"step": self.step, "total_steps": self.total_steps, "checkpoint": str(self.last_checkpoint),
+                "bad_steps": self.bad_steps_total, "skipped": dict(self.skipped), **last}
+
+    def _run(self) -> dict:
+        """Steps until the end, `max_steps_this_run` or a stop request; returns the last logged metrics."""
+        cfg = self.cfg
         log.info("training %s for %d steps (%s) on %s x%d, precision %s, %d trainable parameters", cfg.student.model,
                  self.total_steps, self.cfg.train, self.device, self.dist.world_size, self.precision,
                  sum(p.numel() for p in self.student.parameters() if p.requires_grad))
@@ -203,7 +271,14 @@ class Trainer:
         start_step, last = self.step, {}
         t_log, samples_log = time.perf_counter(), 0
         while self.step < self.total_steps and not self.stop_requested:
-            out, n = self._train_step(batches)
+            position = self._data_position()
+            try:
+                out, n = self._train_step(batches)
+            except _LoaderStopped as exc:
+                log.warning("the data loader failed after the stop request (%s); saving step %d", exc, self.step)
+                self._set_data_position(position)
+                self.optimizer.zero_grad(set_to_none=True)
+                break
             samples_log += n
             bar.update(1)
             if self.step % cfg.log.every_steps == 0 or self.step == self.total_steps:
@@ -219,10 +294,8 @@ class Trainer:
             if cfg.train.max_steps_this_run and self.step - start_step >= cfg.train.max_steps_this_run:
                 self.stop_requested = True
         bar.close()
-        self.save()
-        self.metrics.close()
-        return {"step": self.step, "total_steps": self.total_steps, "checkpoint": str(self.last_checkpoint),
-                "bad_steps": self.bad_steps_total, "skipped": dict(self.skipped), **last}
+        batches.close()
+        return last
 
     def _train_step(self, batches) -> tuple[dict, int]:
         cfg, accum = self.cfg, self.cfg.train.grad_accum
@@ -230,8 +303,15 @@ class Trainer:
         dtype = _DTYPES.get(self.precision)
         total, samples, out = 0.0, 0, {}
         for micro in range(accum):
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except RuntimeError as exc:  # a worker killed by the signal that asked us to stop
+                if not self.stop_requested:
+                    raise
+                raise _LoaderStopped(str(exc).strip().splitlines()[-1]) from exc
             self.skipped.update(batch.pop("skipped", {}))
+            worker, position = batch.pop("stream_position")
+            self.data_positions[worker] = position
             batch = _to_device(batch, self.device)
             sync = micro == accum - 1 or not isinstance(self.model, DDP)
             with (contextlib.nullcontext() if sync else self.model.no_sync()):
@@ -245,7 +325,10 @@ class Trainer:
         self.samples_seen += samples
         if finite.item() < 1:  # skip the update on every rank together
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.update()
+            if self.scaler.is_enabled():
+                # update() alone asserts "No inf checks were recorded" (no scaler.step ran): back off by hand,
+                # as the scaler does itself on an overflow.
+                self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
             self._count_bad_step()
             self.scheduler.step()
             return {**out, "grad_norm": torch.tensor(float("nan"))}, samples
@@ -260,6 +343,12 @@ class Trainer:
         with torch.no_grad():  # CLIP: the temperature never exceeds 100
             self.student.logit_scale.clamp_(0, math.log(100))
         return {**out, "grad_norm": grad_norm}, samples
+
+    def _data_position(self) -> tuple:
+        return self.epoch, self.batch_in_epoch, list(self.data_positions), Counter(self.skipped)
+
+    def _set_data_position(self, position: tuple) -> None:
+        self.epoch, self.batch_in_epoch, self.data_positions, self.skipped = position
 
     def _count_bad_step(self) -> None:
         self.bad_steps_total += 1

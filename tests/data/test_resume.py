@@ -77,3 +77,25 @@ def test_exact_resume_accounts_for_undecodable_images_in_the_skipped_range(tmp_p
     cheap = list(build_train_loader(cheap_cfg, tokenizer, skip_batches=k)[0])
     # Skipping without decoding cannot know the bad images it passed: the stream shifts.
     assert [b["__key__"] for b in cheap] != [b["__key__"] for b in full[k:]]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_positions_make_resume_exact_without_decoding(tmp_path, tokenizer, workers):
+    for s in range(4):
+        samples = good_samples(s, 6)
+        samples[1] = {"__key__": f"{s:03d}bad", "png": os.urandom(200), "txt": "garbage image"}
+        samples[4] = {"__key__": f"{s:03d}bad2", "jpg": image_bytes("JPEG")[:40], "txt": "truncated"}
+        write_shard(tmp_path / f"{s:05d}.tar", samples)
+    cfg = _cfg(str(tmp_path / "{00000..00003}.tar"), workers, num_samples=16, exact_resume=False)
+    full = list(build_train_loader(cfg, tokenizer)[0])
+    for k in (3, 5):
+        positions = [0] * max(1, workers)  # what the trainer records: each worker's latest position
+        for batch in full[:k]:
+            worker, position = batch["stream_position"]
+            positions[worker] = position
+        resumed = list(build_train_loader(cfg, tokenizer, skip_batches=k, start_positions=positions)[0])
+        _assert_same_batches(resumed, full[k:])
+        assert [b["skipped"] for b in resumed] == [b["skipped"] for b in full[k:]]
+    # without positions (a checkpoint from an older sfclip) the undecodable images shift the stream
+    cheap = list(build_train_loader(cfg, tokenizer, skip_batches=5)[0])
+    assert [b["__key__"] for b in cheap] != [b["__key__"] for b in full[5:]]

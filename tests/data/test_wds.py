@@ -32,7 +32,8 @@ def test_batch_matches_the_contract(shards, tokenizer):
     batches = list(loader)
     assert len(batches) == 8
     b = batches[0]
-    assert set(b) == {"image", "input_ids", "attention_mask", "teacher_image", "__key__", "skipped"}
+    assert set(b) == {"image", "input_ids", "attention_mask", "teacher_image", "__key__", "skipped", "stream_position"}
+    assert [tuple(x["stream_position"]) for x in batches[:3]] == [(0, 3), (0, 6), (0, 9)]  # 3 good samples each
     assert b["image"].shape == (3, 3, 16, 16) and b["image"].dtype == torch.float32
     assert b["input_ids"].shape == b["attention_mask"].shape == (3, tokenizer.context_length)
     assert b["input_ids"].dtype == b["attention_mask"].dtype == torch.long
@@ -79,7 +80,7 @@ def test_epochs_are_deterministic_and_set_epoch_reaches_persistent_workers(shard
 def _bad_shard_set(tmp_path):
     """Shards seeded with every kind of bad data; returns (spec, good keys, expected counts)."""
     jpeg = image_bytes("JPEG", size=(64, 48))
-    mixed = good_samples(0, 5) + [
+    mixed = good_samples(0, 4) + [
         {"__key__": "bad_trunc", "jpg": jpeg[: len(jpeg) // 2], "txt": "truncated jpeg"},
         {"__key__": "bad_garbage", "png": os.urandom(300), "txt": "garbage image"},
         {"__key__": "bad_empty", "png": image_bytes(), "txt": "   "},
@@ -93,10 +94,10 @@ def _bad_shard_set(tmp_path):
     full = write_shard(tmp_path / "full.tar", good_samples(3, 3))
     with tarfile.open(full) as tar:
         members = tar.getmembers()
-    cut = members[4].offset_data + members[4].size // 2  # inside the third sample's image
+    cut = members[4].offset_data + members[4].size // 2  # inside the third sample's image: two whole samples
     (tmp_path / "00003.tar").write_bytes(full.read_bytes()[:cut])
     write_shard(tmp_path / "00004.tar", good_samples(4, 6))
-    good = [f"000{i:04d}" for i in range(5)] + ["0030000"] + [f"004{i:04d}" for i in range(6)]
+    good = [f"000{i:04d}" for i in range(4)] + ["0030000", "0030001"] + [f"004{i:04d}" for i in range(6)]
     expected = {"bad_image": 2, "empty_caption": 2, "bad_text": 1, "missing_image": 1, "bad_shard": 3}
     return str(tmp_path / "{00000..00004}.tar"), good, expected
 
@@ -145,11 +146,23 @@ def test_wrong_path_fails_at_once_naming_it(tmp_path, tokenizer):
 
 def test_recipes_that_cannot_work_fail_at_once(shards, tokenizer):
     spec, _ = shards
-    with pytest.raises(ValueError, match="4 shards but 4 ranks x 2 workers"):
-        build_train_loader(cfg_for(spec, workers=2), tokenizer, rank=0, world_size=4)
+    from sfclip.config import ConfigError
+
+    with pytest.raises(ConfigError, match="4 shards but 5 ranks"):
+        build_train_loader(cfg_for(spec, workers=2), tokenizer, rank=0, world_size=5)
     build_train_loader(cfg_for(spec, workers=2, resampled=True), tokenizer, rank=0, world_size=4)  # fine
     with pytest.raises(ValueError, match="num_samples"):
         build_train_loader(cfg_for(spec, num_samples=0), tokenizer)
+
+
+def test_more_workers_than_shards_are_reduced_with_one_warning(shards, tokenizer, caplog):
+    spec, keys = shards
+    with caplog.at_level("WARNING", logger="sfclip.data"):
+        loader, info = build_train_loader(cfg_for(spec, workers=2), tokenizer, rank=0, world_size=4)
+    assert info.workers == 1 and loader.num_workers == 1
+    assert "data.workers=2: 4 shards over 4 rank(s) can feed only 1 worker(s) per rank" in caplog.text
+    assert len({k for b in loader for k in b["__key__"]}) == 6  # the worker reads its one shard
+    assert build_train_loader(cfg_for(spec, workers=8), tokenizer, rank=1, world_size=2)[1].workers == 2
 
 
 def test_epoch_size_is_read_beside_the_shards(shards, tmp_path):
@@ -179,3 +192,39 @@ def _first_pass(urls: list[str], seed: int) -> list[str]:
             return order
         order.append(url)
     raise AssertionError("unreachable")
+
+
+def _five_samples_cut(tmp_path, how: str):
+    """A shard of five whole samples whose end is broken: cut at a member boundary, or a corrupt header."""
+    full = write_shard(tmp_path / "full.tar", good_samples(7, 5))
+    with tarfile.open(full) as tar:
+        end = max(m.offset_data + -(-m.size // 512) * 512 for m in tar.getmembers())  # end of the last member
+    data = full.read_bytes()[:end]  # no end-of-archive marker
+    if how == "corrupt_header":
+        data += b"\x17not a tar header" * 32 + b"\0" * 1024
+    path = tmp_path / f"{how}.tar"
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("how", ["member_boundary", "corrupt_header"])
+def test_the_whole_samples_before_a_broken_tail_are_all_kept(tmp_path, how):
+    from sfclip.data.wds import read_shard
+
+    counts = Counter()
+    keys = [s["__key__"] for s in read_shard(_five_samples_cut(tmp_path, how), counts)]
+    assert keys == [f"007{i:04d}" for i in range(5)]  # the fifth (last) whole sample too
+    assert counts == {"bad_shard": 1}
+
+
+def test_a_sample_cut_inside_a_member_is_dropped_and_counted_as_bad_shard(tmp_path):
+    from sfclip.data.wds import read_shard
+
+    full = write_shard(tmp_path / "full.tar", good_samples(7, 3))
+    with tarfile.open(full) as tar:
+        image = [m for m in tar.getmembers() if m.name.startswith("0070002")][0]
+    (tmp_path / "cut.tar").write_bytes(full.read_bytes()[:image.offset_data + image.size // 2])
+    counts = Counter()
+    keys = [s["__key__"] for s in read_shard(str(tmp_path / "cut.tar"), counts)]
+    assert keys == ["0070000", "0070001"]  # the cut third sample is not passed on half-read
+    assert counts == {"bad_shard": 1}

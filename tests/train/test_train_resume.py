@@ -109,3 +109,32 @@ def test_checkpoint_state_loads_with_weights_only(tmp_path, recipe):
 
     weights = load_file(str(path / "model.safetensors"))
     assert not any(k.startswith("teachers") for k in weights)
+
+
+@pytest.mark.slow
+def test_resume_is_exact_by_default_over_undecodable_images(tmp_path, recipe_writer, tiny_vision_teacher_dir,
+                                                             tiny_text_teacher_dir, png_maker):
+    """Undecodable images in the skipped range used to shift the resumed stream (exact only with
+    data.exact_resume=true); the checkpoint's per-worker stream positions make the default exact."""
+    import random
+
+    import webdataset as wds
+
+    rng = random.Random(0)
+    (tmp_path / "shards").mkdir()
+    for s in range(4):
+        with wds.TarWriter(str(tmp_path / "shards" / f"{s:05d}.tar")) as sink:
+            for i in range(16):
+                bad = i % 5 == 1
+                sink.write({"__key__": f"{s:03d}{i:04d}", "png": b"\x89PNG not an image" * 8 if bad else
+                            png_maker((rng.randrange(256), 40, 200), rng), "txt": "a photo of a red cat"})
+    recipe = recipe_writer(tmp_path / "r.yaml", str(tmp_path / "shards" / "{00000..00003}.tar"),
+                           tiny_vision_teacher_dir, tiny_text_teacher_dir, tmp_path / "runs",
+                           **{"train.steps": 9, "train.ckpt_every": 100, "data.workers": 2, "data.num_samples": 48})
+    train(load_config(recipe, ["name=full"]))
+    train(load_config(recipe, ["name=part", "train.max_steps_this_run=4"]))
+    out = train(load_config(recipe, ["name=part", "train.resume=latest"]))
+    assert out["skipped"]["bad_image"] > 0
+    a, b = losses(tmp_path / "runs" / "full"), losses(tmp_path / "runs" / "part")
+    for step in range(1, 10):
+        assert a[step] == b[step], (step, a[step], b[step])
