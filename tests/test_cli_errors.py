@@ -143,6 +143,8 @@ EVAL_CASES = {
     "unwritable_output": (["--task", "retrieval", "--data", "{retrieval}", "--output",
                            "{bad}/a_file.txt/result.json"], ["a_file.txt", "not a folder"]),
 }
+# Not in issue 10 B's list, but its one-line path runs through the same main(): the checkpoint's own error.
+MISSING_CHECKPOINT = (["--task", "retrieval", "--data", "{retrieval}"], ["no/such/run"])
 
 
 @pytest.mark.parametrize("case", list(EVAL_CASES))
@@ -151,6 +153,12 @@ def test_bad_eval_input(case, ctx, capsys):
     code, out, err = _run(["eval", str(ctx["ckpt"]), *_fill(argv, ctx)], capsys)
     _check_one_line(code, err, "eval", expected)
     assert "acc1" not in out and "i2t_r1" not in out  # no result table: the error stopped the run
+
+
+def test_missing_checkpoint(ctx, capsys):
+    argv, expected = MISSING_CHECKPOINT
+    code, _, err = _run(["eval", str(ctx["root"] / "no" / "such" / "run"), *_fill(argv, ctx)], capsys)
+    _check_one_line(code, err, "eval", expected)
 
 
 def test_scenes_validates_before_creating_anything(tmp_path, capsys):

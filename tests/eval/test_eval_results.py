@@ -65,3 +65,25 @@ def test_runners_refuse_a_model_on_another_device(tmp_path, tok):
     with pytest.raises(ValueError, match="move the model"):
         evaluate("retrieval", ColourOracle(tok), tok, data=tmp_path / "d.json", device="cuda",
                  transform=image_transform(32, CLIP_MEAN, CLIP_STD), progress=False)
+
+
+def test_evaluate_refuses_bad_arguments_before_any_work(tok):
+    # model=None: a check that ran after the work started would fail on it instead
+    with pytest.raises(ValueError, match="does not take 'language'.*only zeroshot_classification"):
+        evaluate("linear_probe", None, tok, train_data="a", test_data="b", language="de")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        evaluate("retrieval", None, tok, data="a", batch_size=0)
+
+
+def test_check_writable_finds_a_bad_output_and_creates_nothing(tmp_path):
+    from sfclip.eval.results import check_writable
+
+    check_writable(tmp_path / "new" / "deeper" / "r.json")
+    check_writable(tmp_path / "folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # checking created nothing
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(NotADirectoryError, match="f.txt is a file"):
+        check_writable(tmp_path / "f.txt" / "r.json")
+    (tmp_path / "old.json").write_text("{}")
+    check_writable(tmp_path / "old.json")
+    assert (tmp_path / "old.json").read_text() == "{}"  # an existing result is not truncated by the check
