@@ -230,7 +230,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def _one_line(e: BaseException) -> str:
-    """The message on one line. A DataLoader worker's error carries the worker's traceback: keep its last line."""
+    """The message on one line; a DataLoader worker's error carries the worker's traceback: its last line."""
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     if not lines:
         return type(e).__name__

@@ -142,8 +142,8 @@ def check_runnable(cfg: RunConfig) -> None:
         import torch
 
         if torch.version.cuda is None:
-            raise ConfigError(f"train.device={t.device} but this torch ({torch.__version__}) is a CPU-only build; "
-                              "use train.device=cpu (or auto), or install a CUDA build of torch")
+            raise ConfigError(f"train.device={t.device} but this torch ({torch.__version__}) is a CPU-only "
+                              "build; use train.device=cpu (or auto), or install a CUDA build of torch")
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device={t.device} but torch sees no CUDA device; use train.device=cpu "
                               "(or auto), or check the driver and CUDA_VISIBLE_DEVICES")

@@ -67,9 +67,9 @@ class SegmentationSet(Dataset):
         if bad.numel():
             label = int(bad.max())
             shown = f"{label + 1} (read as {label} after reduce_zero_label)" if self.reduce_zero_label else label
-            raise ValueError(f"mask {mask_path}: label {shown} is outside the {n} class names (0..{n - 1}) and is "
-                             f"not the ignore index {self.ignore_index}; fix the mask or pass this dataset's class "
-                             "names")
+            raise ValueError(f"mask {mask_path}: label {shown} is outside the {n} class names "
+                             f"(0..{n - 1}) and is not the ignore index {self.ignore_index}; fix the mask or "
+                             "pass this dataset's class names")
 
 
 def _image_for(folder: Path, stem: str) -> Path:

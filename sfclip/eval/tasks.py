@@ -63,7 +63,8 @@ def check_arguments(task: str, names: Iterable[str], spelled: Mapping[str, str] 
         if name not in known:
             takers = [t for t in TASKS if name in task_arguments(t)]
             hint = f"only {', '.join(takers)} take it" if takers else f"it takes: {', '.join(known)}"
-            raise ValueError(f"task {task} does not take {(spelled or {}).get(name, repr(name))}; drop it ({hint})")
+            given = (spelled or {}).get(name, repr(name))
+            raise ValueError(f"task {task} does not take {given}; drop it ({hint})")
 
 
 def evaluate(task: str, model: nn.Module, tokenizer, **kwargs) -> dict[str, float]:

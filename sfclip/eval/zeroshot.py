@@ -73,9 +73,9 @@ def run(model: nn.Module, tokenizer, data: str | Path | Sequence[str] | LabeledI
         where = "" if isinstance(data, LabeledImages) else f" in {data}"
         named = f" ({classnames})" if isinstance(classnames, (str, Path)) else ""
         raise ValueError(f"{len(names)} class names{named} but the labels{where} only go up to {top - 1}, so "
-                         f"{len(names) - top} names are no image's class (names of another dataset?); pass the "
-                         "matching class names, or set allow_unused_classnames (--arg allow_unused_classnames=true) to "
-                         "score against all of them")
+                         f"{len(names) - top} names are no image's class (names of another dataset?); pass "
+                         "the matching class names, or set allow_unused_classnames (--arg "
+                         "allow_unused_classnames=true) to score against all of them")
     dataset.transform = transform
     prompts = load_templates(templates, language)
     with evaluating(model):

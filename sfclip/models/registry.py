@@ -27,7 +27,8 @@ def list_models() -> list[str]:
 
 def model_config(name: str) -> ModelConfig:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())} (`sfclip models` describes them)")
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())} "
+                         "(`sfclip models` describes them)")
     cfg = _REGISTRY[name]()
     cfg.name = name
     return cfg

@@ -31,9 +31,9 @@ def _average_layers(hidden_states: tuple[torch.Tensor, ...], layers: list[int]) 
 
 
 def check_local_source(name: str, source: str) -> None:
-    """Raise ValueError when `source` is a local path (it starts with `/`, `.` or `~`, or has more than one `/`,
-    which no hub id has) that does not exist. Otherwise transformers would read it as a hub id and fail with a
-    message about repo ids. Other sources (`timm:`, `offline:`, hub ids) pass unchecked.
+    """Raise ValueError when `source` is a local path (it starts with `/`, `.` or `~`, or has more than
+    one `/`, which no hub id has) that does not exist. Otherwise transformers would read it as a hub id and
+    fail with a message about repo ids. Other sources (`timm:`, `offline:`, hub ids) pass unchecked.
 
     ValueError, not FileNotFoundError: `build_teacher` rewraps OSErrors as hub-loading failures.
     """
@@ -43,7 +43,8 @@ def check_local_source(name: str, source: str) -> None:
     local = path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path
     if local and not Path(path).expanduser().exists():
         raise ValueError(f"teacher {name!r}: folder {path} does not exist; point its source at an existing "
-                         "transformers folder, a hub id (hf:<org>/<name>) or a packaged teacher (offline:<name>)")
+                         "transformers folder, a hub id (hf:<org>/<name>) or a packaged teacher "
+                         "(offline:<name>)")
 
 
 def _teacher_meta(source: str) -> dict:
