@@ -101,8 +101,7 @@ def _load_recipe(path: Path) -> DictConfig:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or _first_line(e)
-        raise ConfigError(f"recipe {path} is not valid YAML: {problem}{where}; fix the file "
-                          "(`sfclip config` prints a valid one)") from None
+        raise ConfigError(f"recipe {path} is not valid YAML: {problem}{where}; fix the file there") from None
     if not isinstance(node, DictConfig):
         kind = "a list" if OmegaConf.is_list(node) else f"{type(node).__name__}"
         raise ConfigError(f"recipe {path}: the top level is {kind}, but a recipe is a mapping of sections "
