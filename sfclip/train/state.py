@@ -2,7 +2,8 @@
 
 `state.pt` holds only tensors, numbers, strings and containers of them, so it loads with
 `torch.load(weights_only=True)`: optimizer, scheduler and grad-scaler state, counters, every RNG, the
-objective's masking RNG and the data position (epoch, batch within the epoch).
+objective's masking RNG and the data position (epoch, batch within the epoch, and every data worker's
+stream position, `data_positions` (world, workers), which makes resume exact).
 """
 
 from __future__ import annotations

@@ -130,11 +130,12 @@ def test_resume_is_exact_by_default_over_undecodable_images(tmp_path, recipe_wri
                             png_maker((rng.randrange(256), 40, 200), rng), "txt": "a photo of a red cat"})
     recipe = recipe_writer(tmp_path / "r.yaml", str(tmp_path / "shards" / "{00000..00003}.tar"),
                            tiny_vision_teacher_dir, tiny_text_teacher_dir, tmp_path / "runs",
-                           **{"train.steps": 9, "train.ckpt_every": 100, "data.workers": 2, "data.num_samples": 48})
+                           **{"train.steps": 6, "train.ckpt_every": 100, "data.workers": 2, "data.num_samples": 48})
     train(load_config(recipe, ["name=full"]))
-    train(load_config(recipe, ["name=part", "train.max_steps_this_run=4"]))
+    train(load_config(recipe, ["name=part", "train.max_steps_this_run=3"]))
     out = train(load_config(recipe, ["name=part", "train.resume=latest"]))
     assert out["skipped"]["bad_image"] > 0
     a, b = losses(tmp_path / "runs" / "full"), losses(tmp_path / "runs" / "part")
-    for step in range(1, 10):
+    assert sorted(b) == list(range(1, 7))
+    for step in range(1, 7):
         assert a[step] == b[step], (step, a[step], b[step])

@@ -45,3 +45,24 @@ def test_the_trainer_clamps_the_temperature_after_the_step(trainer):
     torch.testing.assert_close(scale, torch.full_like(scale, math.log(100)))
     # the loss did not clamp: the temperature had a gradient above log(100), so Adam has moved it
     assert trainer.optimizer.state[trainer.student.logit_scale]["exp_avg"].abs().max() > 0
+
+
+def test_a_loader_that_fails_after_the_stop_request_still_checkpoints_the_last_step(trainer, monkeypatch):
+    # A data worker killed by the same SIGTERM that asked the run to stop (it may land before the worker
+    # starts ignoring it): the trainer saves the last finished step instead of crashing.
+    trainer.cfg.train.grad_accum = 2
+    real = trainer._batches
+
+    def batches():
+        gen = real()
+        for _ in range(3):  # step 1 (two micro-batches), then the first micro-batch of step 2
+            yield next(gen)
+        trainer.stop_requested = True
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated. ")
+
+    monkeypatch.setattr(trainer, "_batches", batches)
+    out = trainer.fit()
+    assert out["step"] == 1
+    state = torch.load(trainer.last_checkpoint / "state.pt", weights_only=True)
+    # the data position of step 1's end, not of the half-read step 2
+    assert state["step"] == 1 and state["batch_in_epoch"] == 2
