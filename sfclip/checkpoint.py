@@ -44,11 +44,12 @@ from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["CheckpointError", "save_student", "load_student", "load", "image_stats", "atomic_dir",
            "atomic_write_text", "write_manifest", "verify_checkpoint", "list_checkpoints", "newest_checkpoint",
-           "recover_checkpoints", "read_pointer", "checkpoint_step", "FAULT_POINTS"]
+           "recover_checkpoints", "read_pointer", "checkpoint_step", "disk_full", "fault_point", "FAULT_POINTS"]
 
 log = logging.getLogger(__name__)
 
-WEIGHTS, CONFIG, TOKENIZER, STATE, MANIFEST = "model.safetensors", "config.yaml", "tokenizer", "state.pt", "manifest.json"
+WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.yaml", "tokenizer"
+STATE, MANIFEST = "state.pt", "manifest.json"
 POINTER = "latest"
 STEP_DIR = re.compile(r"^step_(\d+)$")
 _OLD_DIR = re.compile(r"^\.(.+)\.old$")

@@ -45,7 +45,7 @@ class _LoaderStopped(Exception):
     """The data loader failed after a stop was requested (a worker killed by the same signal)."""
 
 
-def check_writable(folder) -> None:
+def _check_writable(folder) -> None:
     """Fail at once, before teachers or data are loaded, if the run folder cannot be written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ class Trainer:
         self.device = self.dist.device
         self.run_dir = cfg.run_dir
         if self.dist.is_main:
-            check_writable(self.run_dir)
+            _check_writable(self.run_dir)
         setup_logging(self.dist.rank, self.run_dir / "train.log" if self.dist.is_main else None)
         torch.manual_seed(cfg.train.seed + self.dist.rank)
         self.precision = self._resolve_precision(cfg.train.precision)

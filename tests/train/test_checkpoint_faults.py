@@ -2,7 +2,6 @@
 checkpoints, a full disk: what resume and `sfclip.load` then do."""
 
 import errno
-import json
 import os
 import shutil
 import signal
@@ -10,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import sfclip
 from sfclip.checkpoint import CheckpointError, list_checkpoints, recover_checkpoints

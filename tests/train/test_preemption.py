@@ -50,4 +50,5 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_resumes(
 
     out = train(load_config(recipe, ["train.resume=latest", "train.max_steps_this_run=2"]))
     assert out["step"] == stopped_at + 2
-    assert f"resumed from {run_dir / 'checkpoints' / ckpts[0]} at step {stopped_at}" in (run_dir / "train.log").read_text()
+    resumed = f"resumed from {run_dir / 'checkpoints' / ckpts[0]} at step {stopped_at}"
+    assert resumed in (run_dir / "train.log").read_text()
