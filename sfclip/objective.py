@@ -34,9 +34,15 @@ class ObjectiveConfig:
     image_view: str = "separate"
     image_mask: ImageMaskConfig = field(default_factory=ImageMaskConfig)
     text_mask: TextMaskConfig = field(default_factory=TextMaskConfig)
-    # Where distillation is scored: "masked" positions (BEiT / EVA-02 / BERT; with dropped patches, the kept
-    # ones, as UMT does, since dropped patches have no output) or "all" positions.
-    distill_positions: str = "masked"
+    # Where distillation is scored on the masked view: "all" positions (ours, measured: the masked positions
+    # alone left a from-scratch student at the per-position-mean floor, docs/defaults.md) or only the "masked"
+    # ones (BEiT / EVA-02 / BERT). With dropped patches the kept ones are scored either way (UMT).
+    distill_positions: str = "all"
+    # Log, beside each distillation loss, the loss of three reference predictors scored the same way:
+    # the running dataset-mean target, the running per-position mean, and each sample's own mean target.
+    # A loss that never goes below the per-position mean has learned a spatial prior and nothing about the
+    # sample; below the per-sample mean, the student predicts where things are in this very image.
+    log_references: bool = True
     image_loss: str = "cosine"  # EVA-02
     text_loss: str = "smooth_l1"  # data2vec
     teachers: list[TeacherConfig] = field(default_factory=list)
@@ -84,6 +90,7 @@ class Objective(nn.Module):
         self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
         self.rng = np.random.default_rng(cfg.seed)
+        self._ref_means: dict[str, dict[str, torch.Tensor]] = {}  # running reference means (diagnostics only)
         for name in teachers:
             if name not in student.heads:
                 raise ValueError(f"teacher {name!r} has no distillation head in the student")
@@ -159,11 +166,11 @@ class Objective(nn.Module):
 
         if vision_needed:
             for name, teacher in self.vision_teachers.items():
-                out[f"{name}_loss"] = self._vision_distill(name, teacher, batch, images, k, grid, masked_vis)
+                out[f"{name}_loss"] = self._vision_distill(name, teacher, batch, images, k, grid, masked_vis, out)
                 weights[f"{name}_loss"] = self.tcfg[name].weight
         if k > 0 and self.text_teachers:
             for name, teacher in self.text_teachers.items():
-                out[f"{name}_loss"] = self._text_distill(name, teacher, batch, ids[:k, :Lk], am[:k, :Lk])
+                out[f"{name}_loss"] = self._text_distill(name, teacher, batch, ids[:k, :Lk], am[:k, :Lk], out)
                 weights[f"{name}_loss"] = self.tcfg[name].weight
         out["loss"] = sum(weights[key] * out[key] for key in weights)
         out["logit_scale"] = self.student.logit_scale.detach().exp()
@@ -183,7 +190,7 @@ class Objective(nn.Module):
         return x.clamp(0.0, 1.0)
 
     def _vision_distill(self, name: str, teacher: VisionTeacher, batch: dict, images: torch.Tensor, k: int,
-                        grid: tuple[int, int], masked_vis: dict) -> torch.Tensor:
+                        grid: tuple[int, int], masked_vis: dict, out: dict) -> torch.Tensor:
         cached = batch.get("targets", {}).get(name)
         if cached is not None:
             target = cached["patch"][:k]
@@ -192,15 +199,22 @@ class Objective(nn.Module):
         head = self.student.heads[name]
         target = head.normalize_target(align_patch_grid(target, grid))  # (k, N, Dt)
         pred = head(masked_vis["patch"])  # (k, N or K, Dt)
+        kind = self.tcfg[name].loss or self.cfg.image_loss
         weight = None
         if masked_vis["keep_idx"] is not None:  # dropped patches: score the kept ones (UMT)
-            target = target.gather(1, masked_vis["keep_idx"].unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+            keep = masked_vis["keep_idx"]  # (k, K)
+            weight = torch.zeros(target.shape[:2], dtype=torch.bool, device=target.device).scatter_(1, keep, True)
         elif self.cfg.distill_positions == "masked":
             weight = masked_vis["mask"]
-        return masked_distill_loss(pred, target, weight, self.tcfg[name].loss or self.cfg.image_loss)
+        if self.cfg.log_references:
+            out.update(self._references(name, target, None, weight, kind))
+        if masked_vis["keep_idx"] is not None:
+            target = target.gather(1, masked_vis["keep_idx"].unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+            weight = None
+        return masked_distill_loss(pred, target, weight, kind)
 
     def _text_distill(self, name: str, teacher: TextTeacher, batch: dict, ids: torch.Tensor,
-                      am: torch.Tensor) -> torch.Tensor:
+                      am: torch.Tensor, out: dict) -> torch.Tensor:
         g = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
         masked_ids, selected = bert_mask(ids, am, self.special_ids, self.mask_id,
                                          self.student.text.cfg.vocab_size, self.cfg.text_mask, g)
@@ -213,4 +227,41 @@ class Objective(nn.Module):
         target = head.normalize_target(target)
         pred = head(self.student.text(masked_ids, am)["tokens"])  # (k, T, Dt)
         weight = selected if self.cfg.distill_positions == "masked" else am.bool()
-        return masked_distill_loss(pred, target, weight, self.tcfg[name].loss or self.cfg.text_loss)
+        kind = self.tcfg[name].loss or self.cfg.text_loss
+        if self.cfg.log_references:
+            out.update(self._references(name, target, am.bool(), weight, kind))
+        return masked_distill_loss(pred, target, weight, kind)
+
+    @torch.no_grad()
+    def _references(self, name: str, target: torch.Tensor, valid: torch.Tensor | None, weight: torch.Tensor | None,
+                    kind: str, momentum: float = 0.02) -> dict[str, torch.Tensor]:
+        """Losses of three constant predictors, scored like the student on the same positions.
+
+        target (B, N, D) normalized; valid (B, N) real positions (text padding is not), None = all; weight
+        (B, N) scored positions, None = all. The dataset and per-position means are running means over the
+        batches seen (the first batch sets them); the per-sample mean is each row's own mean over its valid
+        positions, an oracle that knows the sample but not where anything is in it.
+        """
+        B, N, D = target.shape
+        t = target.float()
+        v = torch.ones(B, N, device=t.device) if valid is None else valid.float()  # (B, N)
+        row_mean = (t * v[..., None]).sum(1) / v.sum(1, keepdim=True).clamp_min(1.0)  # (B, D)
+        data_mean = (t * v[..., None]).sum((0, 1)) / v.sum().clamp_min(1.0)  # (D,)
+        pos_count = v.sum(0)  # (N,)
+        pos_mean = (t * v[..., None]).sum(0) / pos_count.clamp_min(1.0)[:, None]  # (N, D)
+        state = self._ref_means.get(name)
+        if state is None or state["position"].shape[0] < N or state["dataset"].device != t.device:
+            state = {"dataset": data_mean, "position": torch.zeros(max(N, 1), D, device=t.device),
+                     "seen": torch.zeros(max(N, 1), dtype=torch.bool, device=t.device)}
+            self._ref_means[name] = state
+        else:
+            state["dataset"] = state["dataset"].lerp(data_mean, momentum)
+        present = pos_count > 0  # (N,)
+        pos_state, seen = state["position"][:N], state["seen"][:N]
+        blend = torch.where(seen, torch.full_like(pos_count, momentum), torch.ones_like(pos_count))[:, None]
+        pos_state.copy_(torch.where(present[:, None], pos_state.lerp(pos_mean, blend), pos_state))
+        seen |= present
+        scored = v.bool() if weight is None else weight.bool() & v.bool()
+        preds = {"dataset_mean": state["dataset"].expand(B, N, D), "position_mean": pos_state.expand(B, N, D),
+                 "sample_mean": row_mean[:, None].expand(B, N, D)}
+        return {f"{name}_ref/{key}": masked_distill_loss(p, t, scored, kind) for key, p in preds.items()}

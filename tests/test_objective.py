@@ -142,9 +142,10 @@ def test_rendered_teacher_view_is_used_when_given(obj_tok):
     assert derived.shape == (2, 3, 16, 16) and derived.min() >= 0 and derived.max() <= 1
 
 
-def test_masked_distillation_matches_manual_loss(tiny_vision_teacher_dir, tiny_text_teacher_dir):
-    """The dino term equals a hand-computed cosine loss over masked patches of the masked pass."""
-    obj, tok = make(tiny_vision_teacher_dir, tiny_text_teacher_dir, p=0.5,
+@pytest.mark.parametrize("positions", ["masked", "all"])
+def test_masked_distillation_matches_manual_loss(tiny_vision_teacher_dir, tiny_text_teacher_dir, positions):
+    """The dino term equals a hand-computed cosine loss over the masked (or all) patches of the masked pass."""
+    obj, tok = make(tiny_vision_teacher_dir, tiny_text_teacher_dir, p=0.5, distill_positions=positions,
                     image_mask=ImageMaskConfig(kind="random", ratio=0.5))
     batch = batch_for(tok)
     state = copy.deepcopy(obj.rng_state())
@@ -158,7 +159,16 @@ def test_masked_distillation_matches_manual_loss(tiny_vision_teacher_dir, tiny_t
     target = torch.nn.functional.layer_norm(target, (20,))
     pred = obj.student.heads["dino"](sub["patch"])
     cos = torch.nn.functional.cosine_similarity(pred, target, dim=-1)
-    torch.testing.assert_close(out["dino_loss"], (1 - cos[mask]).mean())
+    scored = mask if positions == "masked" else torch.ones_like(mask)
+    torch.testing.assert_close(out["dino_loss"], (1 - cos[scored]).mean())
+    # The references are scored on the same positions: the per-sample mean is each row's own mean target.
+    own = target.mean(1, keepdim=True).expand_as(target)
+    ref = 1 - torch.nn.functional.cosine_similarity(own, target, dim=-1)
+    torch.testing.assert_close(out["dino_ref/sample_mean"], ref[scored].mean())
+    # First batch: the running means are this batch's own means.
+    pos = target.mean(0, keepdim=True).expand_as(target)
+    ref = 1 - torch.nn.functional.cosine_similarity(pos, target, dim=-1)
+    torch.testing.assert_close(out["dino_ref/position_mean"], ref[scored].mean())
 
 
 def test_drop_mode_scores_kept_patches(tiny_vision_teacher_dir, tiny_text_teacher_dir):

@@ -79,6 +79,9 @@ class SceneConfig:
     background_crop: tuple[float, float] = (0.4, 1.0)  # crop side over the photo's shorter side
     alpha_gain: float = 2.0  # alpha = min(1, gain * intensity): glyph interiors are opaque
     ignore_border: bool = True
+    # Captions say where each object is ("in the top left corner"). Off, a caption names colour, class and
+    # background only, so that fewer scenes of a batch can be told apart without the class (the demo).
+    caption_places: bool = True
     source: str = "auto"  # "auto" (Fashion-MNIST, else MNIST), "fashion" or "digits"
     seed: int = 0
 
@@ -276,7 +279,7 @@ def _render_chunk(cfg: SceneConfig, objs: ObjectSource, tables, pyramid: Backgro
                     "bbox": [int(x) for x in bboxes[i, j]], "source_index": int(objs.indices[idx[i, j]])}
                    for j in range(idx.shape[1]) if active[i, j]]
         bg = int(d["bg"][i])
-        caps = [vocab.caption(objects, pyramid.captions[bg], t, objs.kind, rnd)
+        caps = [vocab.caption(objects, pyramid.captions[bg], t, objs.kind, rnd, cfg.caption_places)
                 for t in rnd.sample(vocab.CAPTION_TEMPLATES, num_captions)]
         captions.append(caps)
         meta.append({"index": chunk * _CHUNK + i, "split": split, "image_size": size,

@@ -217,11 +217,13 @@ def position_word(box, size: int) -> str:
     return f"{v} {h}".strip() or "center"
 
 
-def caption(objects: list[dict], background: str, template: str, kind: str, rnd: random.Random) -> str:
-    """One English caption naming every object (colour, class, place) and the background."""
+def caption(objects: list[dict], background: str, template: str, kind: str, rnd: random.Random,
+            places: bool = True) -> str:
+    """One English caption naming every object (colour, class and, with `places`, where it is) and the
+    background."""
     objs = list(objects)
     rnd.shuffle(objs)  # the caption's order of objects is free; varying it varies the wording
-    parts = [f"{object_phrase(o['class_id'], o['colour'], kind)} "
-             f"{rnd.choice(POSITION_PHRASES[o['position']])}" for o in objs]
+    parts = [object_phrase(o["class_id"], o["colour"], kind)
+             + (f" {rnd.choice(POSITION_PHRASES[o['position']])}" if places else "") for o in objs]
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return template.format(objs=listed, bg=background, be="is" if len(objs) == 1 else "are")

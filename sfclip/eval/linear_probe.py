@@ -1,7 +1,8 @@
 """Linear probe: multinomial logistic regression on frozen image features.
 
-Protocol: features are the normalized `encode_image` embedding (`feature="pooled"`) or
-`forward_features(...)["cls"]` (`feature="cls"`), standardized with the training statistics. The L2
+Protocol: features are the normalized `encode_image` embedding (`feature="pooled"`),
+`forward_features(...)["cls"]` (`feature="cls"`) or the mean of its patch tokens (`feature="mean_patch"`,
+what per-patch distillation trains), standardized with the training statistics. The L2
 weight decay is picked from `weight_decays` by top-1 accuracy on a stratified validation split carved
 from the training set (`val_fraction`; on ties the strongest decay wins), then the probe is refit on
 train + val and scored on the test set. Fitting is full-batch L-BFGS in torch on `device`.
@@ -29,6 +30,7 @@ __all__ = ["run", "extract_features", "fit_logistic", "stratified_split", "DEFAU
 
 log = logging.getLogger(__name__)
 
+FEATURES = ("pooled", "cls", "mean_patch")
 DEFAULT_WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
@@ -42,8 +44,10 @@ def extract_features(model: nn.Module, loader, device: torch.device, feature: st
             f = model.encode_image(images, normalize=True)  # (B, E)
         elif feature == "cls":
             f = model.forward_features(images)["cls"]  # (B, D)
+        elif feature == "mean_patch":  # what patch-level (dense) distillation trains
+            f = model.forward_features(images)["patch"].mean(1)  # (B, D)
         else:
-            raise ValueError(f"feature must be 'pooled' or 'cls', got {feature!r}")
+            raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
         feats.append(f.float())
         labels.append(torch.as_tensor(y, device=device))
     return torch.cat(feats), torch.cat(labels)
