@@ -120,7 +120,7 @@ def cmd_demo(args) -> int:
     from .demo.run import run_demo
 
     run_demo(out_dir=args.out, quick=args.quick, seed=args.seed, train_pairs=args.train_pairs,
-             efficientnet=args.efficientnet)
+             efficientnet=args.efficientnet, references=args.references)
     return 0
 
 
@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--train-pairs", dest="train_pairs", type=int, nargs="*", help="training budgets (pairs)")
     d.add_argument("--efficientnet", action="store_true",
                    help="add EfficientNet-Lite0 as a second vision teacher of SF-CLIP")
+    d.add_argument("--references", action="store_true",
+                   help="also measure the supervised ceiling and the vision teacher's own linear probe")
     d.set_defaults(fn=cmd_demo)
 
     sc = sub.add_parser("scenes", help="write the built-in scenes dataset (WebDataset shards and eval sets)")
