@@ -17,16 +17,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .build import StudentConfig
 from .data.config import DataConfig
+from .errors import ConfigError
 from .train.eval_hook import EvalHookConfig
 from .objective import ObjectiveConfig
 from .train.logs import LogConfig
 from .train.optim import OptimConfig
 
 __all__ = ["ConfigError", "TrainConfig", "RunConfig", "load_config", "check_runnable", "to_yaml"]
-
-
-class ConfigError(ValueError):
-    """A recipe or override that cannot work; the message names the key."""
 
 
 @dataclass

@@ -19,15 +19,18 @@ from functools import partial
 import torch
 from torch.utils.data import DataLoader
 
+from ..errors import ConfigError
 from .config import DataConfig
 from .csv import CsvSource, read_table
+from .spec import expand_shards, resolve_dataset_type
 from .stream import BatchStream, SharedEpoch
+from .targets import TargetCache
 from .transforms import ImageTransform
-from .wds import WebDatasetSource, check_shards, dataset_size, expand_shards
+from .wds import WebDatasetSource, check_shards, dataset_size
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DataInfo", "build_train_loader", "resolve_dataset_type"]
+__all__ = ["DataInfo", "build_train_loader"]
 
 
 @dataclass
@@ -43,13 +46,6 @@ class DataInfo:
 
     def set_epoch(self, epoch: int) -> None:
         self.shared_epoch.set_value(epoch)
-
-
-def resolve_dataset_type(cfg: DataConfig) -> str:
-    """`webdataset` or `csv`; `auto` picks csv for a .csv/.tsv path."""
-    if cfg.dataset_type != "auto":
-        return cfg.dataset_type
-    return "csv" if cfg.train_data.lower().endswith((".csv", ".tsv")) else "webdataset"
 
 
 _main_exiting = None
@@ -80,12 +76,6 @@ def _worker_signals(exiting, worker_id: int) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def _config_error(message: str) -> Exception:
-    from ..config import ConfigError  # imported here: sfclip.config imports this package
-
-    return ConfigError(message)
-
-
 def build_train_loader(cfg: DataConfig, tokenizer, rank: int = 0, world_size: int = 1, epoch: int = 0,
                        skip_batches: int = 0, start_positions: list[int] | None = None) -> tuple[DataLoader, DataInfo]:
     """The training loader of `rank`, positioned at `epoch`, resumed after `skip_batches` batches of it.
@@ -109,14 +99,14 @@ def build_train_loader(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
     if resolve_dataset_type(cfg) == "csv":
         paths, captions = read_table(cfg.train_data, cfg.csv_img_key, cfg.csv_caption_key, cfg.csv_separator)
         if len(paths) < world_size * max(1, num_workers):
-            raise _config_error(f"data.train_data {cfg.train_data}: {len(paths)} rows cannot feed {world_size} "
+            raise ConfigError(f"data.train_data {cfg.train_data}: {len(paths)} rows cannot feed {world_size} "
                                 f"ranks x {max(1, num_workers)} workers; lower data.workers")
         source, size, shuffle_buffer = CsvSource(paths, captions, cfg.seed), cfg.num_samples or len(paths), 0
     else:
         urls = expand_shards(cfg.train_data)
         check_shards(urls, cfg.train_data)
         if not cfg.resampled and len(urls) < world_size:
-            raise _config_error(f"data.train_data has {len(urls)} shards but {world_size} ranks need at least one "
+            raise ConfigError(f"data.train_data has {len(urls)} shards but {world_size} ranks need at least one "
                                 "each; set data.resampled=true or reshard")
         if not cfg.resampled and len(urls) < world_size * max(1, num_workers):
             num_workers = len(urls) // world_size
@@ -142,11 +132,8 @@ def build_train_loader(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
         logger.warning("skip_batches=%d is past the end of epoch %d (%d batches); it yields nothing",
                        skip_batches, epoch, num_batches)
 
-    targets = None
-    if cfg.targets:
-        from .targets import TargetCache
-
-        targets = TargetCache(cfg.targets)  # fails here, in the main process, if the folder is no cache
+    # Fails here, in the main process, if the folder is no cache.
+    targets = TargetCache(cfg.targets) if cfg.targets else None
     shared_epoch = SharedEpoch(epoch)
     transform = ImageTransform(cfg.image_size, cfg.mean, cfg.std, train=True, crop_scale=cfg.crop_scale,
                                ratio=cfg.ratio, teacher_sizes=cfg.teacher_sizes, hflip=cfg.hflip)

@@ -26,23 +26,25 @@ import logging
 import multiprocessing as mp
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .targets import MISSING_TARGET, TargetCache
 from .transforms import ImageTransform, decode_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SKIP_REASONS", "PASS_END", "SharedEpoch", "SampleSource", "BatchStream", "collate", "worker_role",
-           "derive_seed"]
+__all__ = ["SKIP_REASONS", "MISSING_TARGET", "PASS_END", "SharedEpoch", "SampleSource", "TargetLookup",
+           "BatchStream", "collate", "worker_role", "derive_seed"]
 
 # The keys of `batch["skipped"]`, always all present (plus `missing_target` when a target cache is attached).
 SKIP_REASONS = ("bad_image", "empty_caption", "bad_text", "missing_image", "bad_shard")
+# The skip reason for a sample that the target cache has no row for (present in `batch["skipped"]` only when a
+# cache is attached, so batches without one keep the documented keys).
+MISSING_TARGET = "missing_target"
 # Sources yield this between passes over their data.
 PASS_END = None
 # A worker that meets this many bad samples in a row is reading data that cannot work (wrong format,
@@ -78,6 +80,18 @@ class SampleSource(Protocol):
     """
 
     def samples(self, epoch: int, slot: int, num_slots: int, counts: Counter) -> Iterator[dict]: ...
+
+
+class TargetLookup(Protocol):
+    """Per-sample teacher targets by key (`sfclip.data.targets.TargetCache`); picklable into workers."""
+
+    path: Path  # named in errors
+
+    def __contains__(self, key: str) -> bool: ...
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """`{teacher: {field: (B, n, D) tensor}}` for `keys`, all present."""
+        ...
 
 
 def worker_role(physical: int, num_workers: int, skip_batches: int) -> tuple[int, int]:
@@ -145,7 +159,7 @@ class BatchStream(IterableDataset):
     def __init__(self, source: SampleSource, transform: ImageTransform, tokenizer: Callable, *, batch_size: int,
                  num_worker_batches: int, num_workers: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle_buffer: int = 0, shared_epoch: SharedEpoch | None = None, start_epoch: int = 0,
-                 skip_batches: int = 0, exact_resume: bool = False, targets: TargetCache | None = None,
+                 skip_batches: int = 0, exact_resume: bool = False, targets: TargetLookup | None = None,
                  start_positions: list[int] | None = None) -> None:
         super().__init__()
         self.source = source

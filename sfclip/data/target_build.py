@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..precision import bf16_reason
 from .config import DataConfig
-from .loader import resolve_dataset_type
+from .spec import expand_shards, resolve_dataset_type
 from .stream import load_image
 from .targets import (FIELDS, FORMAT, KEYS, META, VERSION, TargetCacheError, array_name, data_files,
                       deterministic_view)
@@ -54,7 +54,7 @@ def ordered_samples(data_cfg: DataConfig, counts: Counter) -> Iterator[dict]:
                 continue
             yield {"__key__": str(i), "caption": caption.strip(), "path": path}
         return
-    from .wds import check_shards, expand_shards, read_shard, to_sample
+    from .wds import check_shards, read_shard, to_sample
 
     urls = expand_shards(data_cfg.train_data)
     check_shards(urls, data_cfg.train_data)
@@ -71,7 +71,7 @@ def _expected_rows(data_cfg: DataConfig) -> int:
 
         return len(read_table(data_cfg.train_data, data_cfg.csv_img_key, data_cfg.csv_caption_key,
                               data_cfg.csv_separator)[0])
-    from .wds import dataset_size, expand_shards
+    from .wds import dataset_size
 
     size = dataset_size(expand_shards(data_cfg.train_data))
     if not size:

@@ -33,6 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .spec import expand_shards, local_path, resolve_dataset_type
+from .stream import MISSING_TARGET
+from .transforms import worker_tensor
+
 __all__ = ["FORMAT", "VERSION", "META", "KEYS", "MISSING_TARGET", "TargetCacheError", "TargetCache",
            "array_name", "deterministic_view", "check_run", "data_files", "read_meta"]
 
@@ -40,9 +44,6 @@ log = logging.getLogger(__name__)
 
 FORMAT, VERSION = "sfclip-targets", 1
 META, KEYS = "meta.json", "keys.txt"
-# The skip reason for a sample that the cache has no row for (present in `batch["skipped"]` only when a
-# cache is attached, so batches without one keep the documented keys).
-MISSING_TARGET = "missing_target"
 FIELDS = {"vision": "patch", "text": "tokens"}
 
 
@@ -64,16 +65,10 @@ def data_files(data_cfg) -> dict[str, int]:
 
     Remote (`pipe:`, `s3://`) shards are listed with size -1: nothing can be checked about them.
     """
-    from .loader import resolve_dataset_type
-    from .wds import _local_path, expand_shards
-
-    if resolve_dataset_type(data_cfg) == "csv":
-        urls = [data_cfg.train_data]
-    else:
-        urls = expand_shards(data_cfg.train_data)
+    urls = [data_cfg.train_data] if resolve_dataset_type(data_cfg) == "csv" else expand_shards(data_cfg.train_data)
     out = {}
     for url in urls:
-        path = _local_path(url)
+        path = local_path(url)
         if path is None:
             out[url] = -1
             continue
@@ -144,14 +139,12 @@ class TargetCache:
         Inside a DataLoader worker the tensors are allocated in shared memory (as the image batch is),
         so handing the batch to the main process copies nothing more.
         """
-        from .transforms import _empty
-
         rows = np.fromiter((self.index[k] for k in keys), dtype=np.int64, count=len(keys))
         out: dict[str, dict[str, torch.Tensor]] = {}
         for name, fields in self.arrays().items():
             out[name] = {}
             for field, arr in fields.items():
-                t = _empty((len(rows), *arr.shape[1:]), shared, torch.float16)  # (B, n, D)
+                t = worker_tensor((len(rows), *arr.shape[1:]), shared, torch.float16)  # (B, n, D)
                 t.numpy()[...] = arr[rows]
                 out[name][field] = t
         return out

@@ -20,7 +20,7 @@ from torch.utils.data import get_worker_info
 from .config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 __all__ = ["ImageTransform", "EvalTransform", "eval_transform", "decode_image", "to_rgb",
-           "random_resized_crop_box", "pil_to_tensor"]
+           "random_resized_crop_box", "pil_to_tensor", "worker_tensor"]
 
 _BICUBIC = Image.Resampling.BICUBIC
 _EXIF_ORIENTATION = 0x0112
@@ -112,7 +112,7 @@ class _Normalize:
         return out.mul_(1.0 / (255.0 * self.std))
 
 
-def _empty(shape: tuple[int, ...], shared: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def worker_tensor(shape: tuple[int, ...], shared: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A tensor in shared memory inside a DataLoader worker (as torch's default_collate does), so that
     sending the batch to the main process copies nothing."""
     if not shared or get_worker_info() is None or not hasattr(torch.UntypedStorage, "_new_shared"):
@@ -206,10 +206,10 @@ class ImageTransform:
             return torch.from_numpy(arr).permute(0, 3, 1, 2)  # (B, 3, s, s)
 
         n, s, shared = len(views), self.image_size, not squeeze
-        image = self.normalize.from_uint8(stacked(s), _empty((n, 3, s, s), shared))  # (B, 3, S, S)
+        image = self.normalize.from_uint8(stacked(s), worker_tensor((n, 3, s, s), shared))  # (B, 3, S, S)
         # Teacher views stay uint8 (a quarter of float32's bytes through workers and host-to-device copies);
         # the objective scales them to [0, 1] on the device.
-        teacher = {t: _empty((n, 3, t, t), shared, torch.uint8).copy_(stacked(t))  # (B, 3, t, t)
+        teacher = {t: worker_tensor((n, 3, t, t), shared, torch.uint8).copy_(stacked(t))  # (B, 3, t, t)
                    for t in self.teacher_sizes}
         if squeeze:
             return {"image": image[0], "teacher_image": {t: x[0] for t, x in teacher.items()}}

@@ -1,8 +1,8 @@
-"""WebDataset shards as img2dataset writes them: `<key>.jpg|jpeg|png|webp` + `<key>.txt` (+ `<key>.json`).
+"""WebDataset shards as img2dataset writes them: `<key>.<image ext>` + `<key>.txt` (+ `<key>.json`).
 
-Owns shard specs (brace ranges, `::` lists, `pipe:` commands; expanded by webdataset), the checks that
-fail at once in the main process (no shard found), epoch sizes read beside the shards, and
-`WebDatasetSource`: the endless, counted, per-slot stream of raw samples that `BatchStream` consumes.
+Owns opening shards (local files, `pipe:` commands, urls; evaluation opens them here too; the specs are
+`spec.py`'s), the checks that fail at once in the main process (no shard found), epoch sizes read beside
+the shards, and `WebDatasetSource`: the endless, counted, per-slot stream of raw samples that `BatchStream` consumes.
 
 Why not `wds.split_by_node` / `wds.split_by_worker` / `wds.ResampledShards`: they take rank and worker
 from the process (env vars, torch.distributed, worker info) and their own epoch counters, while exact
@@ -23,40 +23,28 @@ from itertools import count
 from pathlib import Path
 
 from webdataset.gopen import gopen
-from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext, group_by_keys
 
+from .spec import IMAGE_EXTS, expand_shards, local_path
 from .stream import PASS_END, derive_seed
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_EXTS", "expand_shards", "check_shards", "dataset_size", "read_shard", "WebDatasetSource"]
+# `IMAGE_EXTS` and `expand_shards` live in `spec.py` (shared with evaluation) and are re-exported here.
+__all__ = ["IMAGE_EXTS", "expand_shards", "check_shards", "dataset_size", "open_shard", "read_shard",
+           "to_sample", "WebDatasetSource"]
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 # A worker gives up (raises) when every shard it tried since its last good one failed and that covers
 # all shards, or after this many failed shards in a row (storage gone, credentials expired).
 MAX_BAD_SHARD_STREAK = 1000
 _READ_CHUNK = 1 << 20
 
 
-def expand_shards(spec: str) -> list[str]:
-    """Brace ranges and `::`-joined specs -> the list of shard urls (paths or `pipe:` commands)."""
-    return [url.strip() for url in expand_urls(spec) if url.strip()]
-
-
-def _local_path(url: str) -> str | None:
-    if url.startswith("file:"):
-        return url[len("file:"):].removeprefix("//")
-    if url.startswith("pipe:") or "://" in url:
-        return None
-    return url
-
-
 def check_shards(urls: list[str], spec: str) -> None:
     """Fail at once if no local shard exists; warn about the missing ones (they are skipped and counted)."""
     if not urls:
         raise ValueError(f"train_data {spec!r} expands to no shard")
-    local = [(url, _local_path(url)) for url in urls]
+    local = [(url, local_path(url)) for url in urls]
     local = [(url, path) for url, path in local if path is not None]
     if not local:
         return  # pipe: or remote urls, only the workers can tell
@@ -77,7 +65,7 @@ def dataset_size(urls: list[str]) -> int | None:
     """
     folders: dict[str, list[str]] = {}
     for url in urls:
-        path = _local_path(url)
+        path = local_path(url)
         if path is None:
             return None
         folders.setdefault(os.path.dirname(path) or ".", []).append(path)
@@ -100,6 +88,11 @@ def dataset_size(urls: list[str]) -> int | None:
             continue
         return None
     return total
+
+
+def open_shard(url: str):
+    """A binary stream of one shard url: a local file, the stdout of a `pipe:` command, or a download."""
+    return gopen(url, "rb", bufsize=_READ_CHUNK)
 
 
 def _tar_members(stream, url: str, errors: list[Exception]) -> Iterator[dict]:
@@ -146,7 +139,7 @@ def read_shard(url: str, counts: Counter) -> Iterator[dict]:
     n = 0
     errors: list[Exception] = []
     try:
-        stream = gopen(url, "rb", bufsize=_READ_CHUNK)
+        stream = open_shard(url)
         # group_by_keys' handler skips a duplicate member; a broken tar stream ends the members quietly,
         # so the samples before the break (the last one included) are yielded, then it is raised here.
         for sample in group_by_keys(_tar_members(stream, url, errors), handler=_skip_member):

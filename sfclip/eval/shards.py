@@ -1,25 +1,34 @@
-"""Random access to local WebDataset shards for evaluation.
+"""Random access to WebDataset shards for evaluation.
 
 Evaluation sets are finite and read once in order, so instead of streaming we index the tar members
 (name, byte offset, size) and read samples back by position. That gives map-style datasets for every
 format: the same DataLoader code, workers without shard-splitting rules, and random access for pictures.
-Only uncompressed local tars are indexed; samples are grouped WebDataset-style by the member name up to
+Shard specs, image extensions and the shard opener are training's (`sfclip.data.spec`, `sfclip.data.wds`):
+a `pipe:` command or url is read once into a local temporary file (removed at exit) and indexed there.
+Only uncompressed tars are indexed; samples are grouped WebDataset-style by the member name up to
 the first dot of its basename (`dir/000123.jpg` and `dir/000123.cls` form sample `dir/000123`).
+Unlike training, a missing shard is an error: an evaluation never skips data.
 """
 
 from __future__ import annotations
 
-import glob
+import atexit
 import json
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sfclip.data.spec import IMAGE_EXTS, local_path
+from sfclip.data.spec import expand_shards as expand_spec
+from sfclip.data.wds import open_shard
+
 __all__ = ["Member", "expand_shards", "index_shards", "read_member", "read_text", "read_json", "find_image",
            "IMAGE_EXTS"]
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm")
+_spool_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,28 +45,42 @@ class Member:
 
 
 def expand_shards(spec: str | Path | Sequence[str | Path]) -> list[str]:
-    """A shard path, glob, brace pattern (`shard-{000..009}.tar`) or list of them -> existing paths."""
-    from braceexpand import braceexpand
-
-    items = [spec] if isinstance(spec, (str, Path)) else list(spec)
-    paths: list[str] = []
-    for item in items:
-        for pattern in braceexpand(str(item)):
-            found = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
-            paths.extend(found)
-    missing = [p for p in paths if not Path(p).is_file()]
+    """A shard spec (`sfclip.data.spec`: path, glob, brace range, `::` list, `pipe:` command, url) or a list of
+    them -> the shard urls; a local shard that does not exist is a `FileNotFoundError`."""
+    urls = expand_spec(spec)
+    missing = [url for url in urls if (path := local_path(url)) is not None and not Path(path).is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more of {spec!r})" if len(missing) > 1 else ""
         raise FileNotFoundError(f"no such file or folder: {missing[0]}{more}")
-    if not paths:
+    if not urls:
         raise FileNotFoundError(f"no shard files match {spec!r}")
-    return paths
+    return urls
+
+
+def _local_file(url: str) -> str:
+    """The shard as a local file: its own path, or a temporary copy of what a `pipe:` or url stream gives."""
+    path = local_path(url)
+    if path is not None:
+        return path
+    global _spool_dir
+    if _spool_dir is None:
+        _spool_dir = tempfile.mkdtemp(prefix="sfclip-eval-shards-")
+        atexit.register(shutil.rmtree, _spool_dir, ignore_errors=True)
+    fd, copy = tempfile.mkstemp(suffix=".tar", dir=_spool_dir)
+    stream = open_shard(url)
+    try:
+        with open(fd, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+    finally:
+        stream.close()  # a pipe: command that failed raises here
+    return copy
 
 
 def index_shards(spec: str | Path | Sequence[str | Path]) -> list[dict[str, Member]]:
     """Samples in shard order, each a dict extension -> Member (`{"jpg": ..., "cls": ...}`)."""
     samples: list[dict[str, Member]] = []
-    for shard in expand_shards(spec):
+    for url in expand_shards(spec):
+        shard = _local_file(url)
         current_key, current = None, {}
         with tarfile.open(shard, mode="r:") as tar:
             for info in tar:

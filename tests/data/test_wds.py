@@ -228,3 +228,26 @@ def test_a_sample_cut_inside_a_member_is_dropped_and_counted_as_bad_shard(tmp_pa
     keys = [s["__key__"] for s in read_shard(str(tmp_path / "cut.tar"), counts)]
     assert keys == ["0070000", "0070001"]  # the cut third sample is not passed on half-read
     assert counts == {"bad_shard": 1}
+
+
+def test_training_reads_every_image_format_evaluation_reads(tmp_path, tokenizer):
+    from sfclip.eval.shards import IMAGE_EXTS as EVAL_EXTS
+    from sfclip.eval.shards import find_image, index_shards
+
+    samples = [{"__key__": f"k{i}", "bmp": image_bytes("BMP", seed=i), "txt": f"a photo of caption {i}"}
+               for i in range(4)]
+    spec = str(write_shard(tmp_path / "bmp.tar", samples))
+    loader, _ = build_train_loader(cfg_for(spec, batch_size=2, num_samples=4, shuffle_buffer=0), tokenizer)
+    batches = list(loader)
+    assert sorted(k for b in batches for k in b["__key__"]) == ["k0", "k1", "k2", "k3"]
+    assert sum(b["skipped"]["missing_image"] for b in batches) == 0
+    assert [find_image(s).name for s in index_shards(spec)] == [f"k{i}.bmp" for i in range(4)]
+    from sfclip.data.wds import IMAGE_EXTS as TRAIN_EXTS
+
+    assert TRAIN_EXTS is EVAL_EXTS
+
+
+def test_globs_expand_sorted_and_an_unmatched_glob_is_kept_to_be_reported(shards, tmp_path):
+    assert expand_shards(str(tmp_path / "*.tar")) == [str(tmp_path / f"{i:05d}.tar") for i in range(4)]
+    assert expand_shards(str(tmp_path / "nothing-*.tar")) == [str(tmp_path / "nothing-*.tar")]
+    assert expand_shards("pipe:cat /x/[ab].tar") == ["pipe:cat /x/[ab].tar"]  # commands are never globbed

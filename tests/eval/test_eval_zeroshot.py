@@ -155,3 +155,14 @@ def test_pictures(folder, tok, tmp_path):
     pic = tmp_path / "pics" / "zeroshot_examples.png"
     assert pic.is_file() and pic.read_bytes()[:4] == b"\x89PNG"
 
+
+
+def test_webdataset_through_a_pipe_and_a_glob_as_training_reads_them(tmp_path, tok):
+    samples = [{"__key__": f"s{i:03d}", "png": png_bytes(solid(name)), "cls": str(i)} for i, name in enumerate(CLASSES)]
+    write_tar(tmp_path / "shard-000.tar", samples[:3])
+    write_tar(tmp_path / "shard-001.tar", samples[3:])
+    kw = dict(transform=TRANSFORM, classnames=CLASSES, templates=TEMPLATES, progress=False)
+    assert zeroshot.run(ColourOracle(tok), tok, f"pipe:cat {tmp_path}/shard-{{000..001}}.tar", **kw)["acc1"] == 1.0
+    assert zeroshot.run(ColourOracle(tok), tok, str(tmp_path / "shard-*.tar"), **kw)["acc1"] == 1.0
+    with pytest.raises(Exception, match="nothing.tar"):  # a failing command is an error, not an empty set
+        zeroshot.run(ColourOracle(tok), tok, f"pipe:cat {tmp_path}/nothing.tar", **kw)
