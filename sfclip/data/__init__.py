@@ -6,13 +6,12 @@ previous batch, by reason). `eval_transform` is the eval preprocessing shared wi
 """
 
 from .config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, DataConfig
-from .csv import CsvCollate, CsvDataset
 from .loader import DataInfo, build_train_loader
 from .stream import SKIP_REASONS, BatchStream, SharedEpoch
 from .transforms import EvalTransform, ImageTransform, decode_image, eval_transform, to_rgb
 
 __all__ = [
     "DataConfig", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "build_train_loader", "DataInfo", "SKIP_REASONS",
-    "BatchStream", "SharedEpoch", "CsvDataset", "CsvCollate", "ImageTransform", "EvalTransform",
+    "BatchStream", "SharedEpoch", "ImageTransform", "EvalTransform",
     "eval_transform", "decode_image", "to_rgb",
 ]

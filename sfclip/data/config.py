@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .spec import DATASET_TYPES
+
 __all__ = ["DataConfig", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-_TYPES = ("auto", "webdataset", "csv")
 
 
 @dataclass
@@ -42,7 +42,8 @@ class DataConfig:
     hflip: bool = False
     mean: list[float] = field(default_factory=lambda: list(OPENAI_CLIP_MEAN))
     std: list[float] = field(default_factory=lambda: list(OPENAI_CLIP_STD))
-    # Sizes at which the same crop is also rendered for the vision teachers (filled in by the trainer).
+    # Sizes at which the same crop is also rendered for the vision teachers. The trainer derives them from its
+    # live vision teachers (its loader config, not this one); set them only to build a loader yourself.
     teacher_sizes: list[int] = field(default_factory=list)
     # Samples per epoch (all ranks). 0 = read sizes beside the shards (sizes.json, img2dataset's
     # <shard>_stats.json, __len__), or the row count of a csv.
@@ -80,8 +81,8 @@ class DataConfig:
             if low is not None and value < low:
                 _fail(name, f"must be >= {low}, got {value}")
 
-        if self.dataset_type not in _TYPES:
-            _fail("dataset_type", f"must be one of {_TYPES}, got {self.dataset_type!r}")
+        if self.dataset_type not in DATASET_TYPES:
+            _fail("dataset_type", f"must be one of {DATASET_TYPES}, got {self.dataset_type!r}")
         if len(self.csv_separator) > 1:
             _fail("csv_separator", f"must be one character or empty (auto), got {self.csv_separator!r}")
         lo_hi = _pair("crop_scale", self.crop_scale)

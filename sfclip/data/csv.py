@@ -1,9 +1,9 @@
 """Image-caption pairs listed in a .csv/.tsv file: for small sets and evaluation.
 
 Owns reading the table (image path and caption columns, relative paths resolved against the table's
-folder), the map-style `CsvDataset` (with `CsvCollate`, for a `DistributedSampler`), and `CsvSource`,
-which feeds the same rows to the training `BatchStream` so that csv and webdataset training share one
-batching, skipping, counting and resume path.
+folder) and `CsvSource`, which feeds the rows to the training `BatchStream` so that csv and webdataset
+training share one batching, skipping, counting and resume path. (Evaluation reads tables with its own
+loaders in `sfclip.eval`, which never skip a row.)
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ import csv
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
+from .stream import PASS_END, derive_seed
 
-from .stream import PASS_END, SKIP_REASONS, collate, derive_seed, load_image
-
-__all__ = ["read_table", "CsvDataset", "CsvCollate", "CsvSource", "Skipped", "caption_problem"]
+__all__ = ["read_table", "CsvSource", "caption_problem"]
 
 
 def read_table(path: str | Path, img_key: str = "filepath", caption_key: str = "caption",
@@ -66,66 +62,6 @@ def caption_problem(caption: str) -> str | None:
     except UnicodeEncodeError:  # surrogates: the file had bytes that are not UTF-8
         return "bad_text"
     return None if caption.strip() else "empty_caption"
-
-
-@dataclass
-class Skipped:
-    """What `CsvDataset` returns for a row it cannot use; `CsvCollate` drops and counts it."""
-
-    reason: str
-    key: str
-
-
-class CsvDataset(Dataset):
-    """Map-style: row i -> `(key, caption, image tensor(s))` or `Skipped(reason, key)`.
-
-    `transform` is an `ImageTransform` (giving `{"image", "teacher_image"}`) or a plain eval transform
-    (giving the image tensor). Batch with `DataLoader(..., collate_fn=CsvCollate(tokenizer))`; a batch
-    then holds the usable rows only, so it can be smaller than the sampler's batch size. Training uses
-    `CsvSource` instead (fixed batch size, exact resume).
-    """
-
-    def __init__(self, path: str | Path, transform: Callable, img_key: str = "filepath",
-                 caption_key: str = "caption", separator: str = "") -> None:
-        self.paths, self.captions = read_table(path, img_key, caption_key, separator)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        key, caption = str(index), self.captions[index].strip()
-        reason = caption_problem(self.captions[index])
-        if reason is None and not os.path.isfile(self.paths[index]):
-            reason = "missing_image"
-        if reason is not None:
-            return Skipped(reason, key)
-        try:
-            img = load_image({"path": self.paths[index]})
-        except Exception:  # noqa: BLE001 - any decoder failure is a bad sample, never a crash
-            return Skipped("bad_image", key)
-        views = self.transform(img)
-        if not isinstance(views, dict):  # a plain eval transform returns the tensor only
-            views = {"image": views, "teacher_image": {}}
-        return key, caption, views
-
-
-class CsvCollate:
-    """Collate for `CsvDataset`: drops `Skipped` rows, counts them in `batch["skipped"]`, tokenizes."""
-
-    def __init__(self, tokenizer: Callable) -> None:
-        self.tokenizer = tokenizer
-
-    def __call__(self, items: list) -> dict:
-        counts = Counter(item.reason for item in items if isinstance(item, Skipped))
-        good = [item for item in items if not isinstance(item, Skipped)]
-        if not good:  # every row of this batch was unusable: only the counts travel
-            return {"__key__": [], "skipped": {reason: counts.get(reason, 0) for reason in SKIP_REASONS}}
-        keys, captions, views = zip(*good)
-        images = {"image": torch.stack([v["image"] for v in views]),  # (B, 3, S, S)
-                  "teacher_image": {s: torch.stack([v["teacher_image"][s] for v in views])  # (B, 3, s, s)
-                                    for s in views[0]["teacher_image"]}}
-        return collate(list(keys), list(captions), images, self.tokenizer, counts)
 
 
 class CsvSource:

@@ -93,7 +93,7 @@ class TextTransformer(nn.Module):
         if tuple(table.shape) != tuple(self.token_embedding.weight.shape):
             raise ValueError(f"teacher embedding table {tuple(table.shape)} does not match the student's "
                              f"{tuple(self.token_embedding.weight.shape)}: set text.vocab_size and text.embed_width "
-                             "from the teacher (sfclip.objective.build does this)")
+                             "from the teacher (sfclip.build.build_student does this)")
         self.token_embedding.weight.copy_(table)
 
     def key_padding_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

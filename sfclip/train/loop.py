@@ -8,6 +8,7 @@ loss is not finite, clips, steps AdamW and the schedule, and clamps the temperat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -90,8 +91,10 @@ class Trainer:
         self.objective, self.tokenizer = build_objective(cfg.objective, cfg.student, cfg.data.mean, cfg.data.std,
                                                          teachers)
         self.objective.reseed(cfg.objective.seed + self.dist.rank)
-        cfg.data.teacher_sizes = sorted({t.image_size for t in self.objective.vision_teachers.values()
-                                         if not isinstance(t, CachedVisionTeacher)})
+        # The loader's config, derived (cfg stays as validated): each live vision teacher's view is rendered
+        # in the data workers; a cached teacher needs none.
+        self.data_cfg = dataclasses.replace(cfg.data, teacher_sizes=sorted(
+            {t.image_size for t in self.objective.vision_teachers.values() if not isinstance(t, CachedVisionTeacher)}))
         self.objective.to(self.device)
         self.student = self.objective.student
         self.model = self._wrap(self.objective)
@@ -105,7 +108,7 @@ class Trainer:
         self.skipped = Counter()
         self.stop_requested = False
         self.eval_hook = eval_hook if eval_hook is not None else EvalHook(cfg.eval, cfg.data)
-        self.metrics = MetricLogger(self.run_dir, cfg.log, enabled=self.dist.is_main)
+        self.metrics = MetricLogger(self.run_dir, cfg.log, config_dict=dataclasses.asdict(cfg), enabled=self.dist.is_main)
         self.last_checkpoint = None
         self._saved_step = None  # the step whose checkpoint is already in this run's folder
         self.data_positions: list[int] = []  # per logical data worker: stream position after its last batch
@@ -143,7 +146,7 @@ class Trainer:
         row = None
         if positions is not None and positions.shape[0] == self.dist.world_size and self.batch_in_epoch:
             row = [int(p) for p in positions[self.dist.rank].tolist()]
-        self.loader, self.data_info = build_train_loader(self.cfg.data, self.tokenizer, self.dist.rank,
+        self.loader, self.data_info = build_train_loader(self.data_cfg, self.tokenizer, self.dist.rank,
                                                          self.dist.world_size, self.epoch, self.batch_in_epoch,
                                                          start_positions=row)
         self.data_positions = row if row is not None and len(row) == self.data_info.workers else \

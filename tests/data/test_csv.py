@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from itertools import takewhile
 
 import pytest
 import torch
 from data_helpers import image_bytes
-from torch.utils.data import DataLoader
 
-from sfclip.data import SKIP_REASONS, CsvCollate, CsvDataset, DataConfig, ImageTransform, build_train_loader
+from sfclip.data import SKIP_REASONS, DataConfig, build_train_loader
+from sfclip.data.csv import CsvSource, read_table
+from sfclip.data.stream import PASS_END
 
 
 def write_table(tmp_path, rows: list[tuple[str, str | bytes]], sep: str = ",", name: str = "data.csv",
@@ -61,14 +63,14 @@ def bad_rows() -> list[tuple[str, str | bytes]]:
     ]
 
 
-def test_map_style_dataset_skips_and_counts_bad_rows(tmp_path, tokenizer):
+def test_the_source_counts_each_bad_row_once_per_pass_before_decoding(tmp_path):
     path = write_table(tmp_path, bad_rows())
     (tmp_path / "images" / "garbage.png").write_bytes(os.urandom(100))
-    ds = CsvDataset(path, ImageTransform(16, train=False))
-    assert len(ds) == 6
-    batch = next(iter(DataLoader(ds, batch_size=6, collate_fn=CsvCollate(tokenizer))))
-    assert batch["__key__"] == ["0", "5"] and batch["image"].shape == (2, 3, 16, 16)
-    assert batch["skipped"] == {"bad_image": 1, "empty_caption": 1, "bad_text": 1, "missing_image": 1, "bad_shard": 0}
+    counts: Counter = Counter()
+    keys = list(takewhile(lambda s: s is not PASS_END, CsvSource(*read_table(path)).samples(0, 0, 1, counts)))
+    # The undecodable image passes here: only decoding (in BatchStream) can tell, and counts it as bad_image.
+    assert sorted(s["__key__"] for s in keys) == ["0", "2", "5"]
+    assert counts == {"empty_caption": 1, "bad_text": 1, "missing_image": 1}
 
 
 def test_training_loader_survives_bad_rows(tmp_path, tokenizer):

@@ -225,7 +225,8 @@ def test_trainer_reads_the_cache_and_loads_no_vision_teacher(setup, tmp_path):
     trainer = Trainer(run_config(tmp_path, spec, ocfg, scfg, targets=str(cache)))
     assert isinstance(trainer.objective.teachers["dino"], CachedVisionTeacher)
     assert not list(trainer.objective.teachers["dino"].parameters())
-    assert trainer.cfg.data.teacher_sizes == []  # no teacher view is rendered: the targets replace it
+    assert trainer.data_cfg.teacher_sizes == []  # no teacher view is rendered: the targets replace it
+    assert trainer.cfg.data == run_config(tmp_path, spec, ocfg, scfg, targets=str(cache)).data  # not edited
     summary = trainer.fit()
     assert summary["step"] == 3 and np.isfinite(summary["dino_loss"]) and np.isfinite(summary["bert_loss"])
     assert summary["skipped"].get(MISSING_TARGET) == 0

@@ -66,3 +66,27 @@ def test_a_loader_that_fails_after_the_stop_request_still_checkpoints_the_last_s
     state = torch.load(trainer.last_checkpoint / "state.pt", weights_only=True)
     # the data position of step 1's end, not of the half-read step 2
     assert state["step"] == 1 and state["batch_in_epoch"] == 2
+
+
+def test_the_loader_config_is_derived_and_the_run_config_left_as_validated(trainer):
+    sizes = sorted({t.image_size for t in trainer.objective.vision_teachers.values()})
+    assert sizes and trainer.data_cfg.teacher_sizes == sizes  # each live vision teacher's view is rendered
+    assert trainer.cfg.data.teacher_sizes == []  # the recipe's value, not the trainer's
+    trainer._build_loader()
+    batch = next(iter(trainer.loader))
+    assert sorted(batch["teacher_image"]) == sizes
+
+
+def test_wandb_gets_the_resolved_config(tmp_path, pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir,
+                                        recipe_writer, monkeypatch):
+    import sys
+    import types
+
+    seen = {}
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: seen.update(kw) or types.SimpleNamespace(log=lambda *a, **k: None, finish=lambda: None)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    recipe = recipe_writer(tmp_path / "r.yaml", pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir,
+                           tmp_path / "runs", **{"train.steps": 2, "log.wandb": True})
+    Trainer(load_config(recipe))
+    assert seen["config"]["train"]["steps"] == 2 and seen["config"]["student"]["model"] == "test-tiny"
