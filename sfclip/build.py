@@ -7,17 +7,23 @@ special ids and embedding table. Each teacher gets a distillation head in the st
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .models import SFCLIP, HeadConfig, list_models, resolve_model_config
+from .models import SFCLIP, HeadConfig, ModelConfig, list_models, resolve_model_config
 from .objective import Objective, ObjectiveConfig
 from .teachers import Teacher, TeacherConfig, TextTeacher, build_teacher
 from .tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["StudentConfig", "build_objective", "build_student", "build_teachers"]
+__all__ = ["StudentConfig", "TEXT_EMBEDDINGS", "student_model_config", "build_objective", "build_student",
+           "build_teachers"]
 
 log = logging.getLogger(__name__)
+
+
+_NO_TEXT_TEACHER = ("student.text_embedding=inherited needs a text teacher; add one to objective.teachers "
+                    "or set student.text_embedding=own with student.tokenizer")
+TEXT_EMBEDDINGS = ("inherited", "own")
 
 
 @dataclass
@@ -35,37 +41,51 @@ class StudentConfig:
         if self.model not in list_models():
             raise ValueError(f"student.model {self.model!r} is not a registered model; known: "
                              f"{', '.join(list_models())} (`sfclip models` describes them)")
-        if self.text_embedding not in ("inherited", "own"):
-            raise ValueError(f"student.text_embedding must be 'inherited' or 'own', got {self.text_embedding!r}")
+        if self.text_embedding not in TEXT_EMBEDDINGS:
+            raise ValueError(f"student.text_embedding must be one of {TEXT_EMBEDDINGS}, got {self.text_embedding!r}")
+        # Resolved once, here, so that a bad override fails with the config; never edited afterwards
+        # (`student_model_config` derives the built student's config from it).
+        self._model_config = resolve_model_config(self.model, self.overrides)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The preset with `overrides` applied, before the teachers fill in the text table and the heads."""
+        return self._model_config
+
+
+def student_model_config(scfg: StudentConfig, teachers: dict[str, Teacher], tokenizer: Tokenizer,
+                         teacher_cfgs: list[TeacherConfig] | None = None) -> ModelConfig:
+    """The student's `ModelConfig`, derived from `scfg.model_config`: the tokenizer's special ids, the token
+    table (the text teacher's for an inheriting student) and one head per teacher (options by name)."""
+    base = scfg.model_config
+    ids = {"pad_id": tokenizer.pad_id, "eos_id": tokenizer.eos_id if tokenizer.eos_id is not None else -1}
+    if scfg.text_embedding == "inherited":
+        vocab, width = _text_teacher(teachers).input_embeddings().shape
+        text = replace(base.text, **ids, embedding="inherited", vocab_size=vocab, embed_width=width,
+                       freeze_embeddings=scfg.freeze_embeddings)
+    else:
+        text = replace(base.text, **ids, embedding="own", vocab_size=tokenizer.vocab_size, embed_width=0)
+    opts = {tc.name: tc for tc in teacher_cfgs or []}
+    heads = [HeadConfig(name=name, tower=t.kind, width=t.width, kind=opts[name].head, hidden=opts[name].head_hidden,
+                        norm=opts[name].norm) if name in opts else HeadConfig(name=name, tower=t.kind, width=t.width)
+             for name, t in teachers.items()]
+    return replace(base, text=text, heads=heads)
+
+
+def _text_teacher(teachers: dict[str, Teacher]) -> TextTeacher:
+    found = next((t for t in teachers.values() if isinstance(t, TextTeacher)), None)
+    if found is None:
+        raise ValueError(_NO_TEXT_TEACHER)
+    return found
 
 
 def build_student(scfg: StudentConfig, teachers: dict[str, Teacher], tokenizer: Tokenizer,
                   teacher_cfgs: list[TeacherConfig] | None = None) -> SFCLIP:
     """The student with one head per teacher (options from `teacher_cfgs` by name); an inheriting text
     tower gets the text teacher's table."""
-    mcfg = resolve_model_config(scfg.model, scfg.overrides)
-    text_teacher = next((t for t in teachers.values() if isinstance(t, TextTeacher)), None)
-    t = mcfg.text
-    t.pad_id, t.eos_id = tokenizer.pad_id, tokenizer.eos_id if tokenizer.eos_id is not None else -1
-    table = None
+    model = SFCLIP(student_model_config(scfg, teachers, tokenizer, teacher_cfgs))
     if scfg.text_embedding == "inherited":
-        if text_teacher is None:
-            raise ValueError("student.text_embedding=inherited needs a text teacher; add one to objective.teachers "
-                             "or set student.text_embedding=own with student.tokenizer")
-        table = text_teacher.input_embeddings()
-        t.embedding, t.vocab_size, t.embed_width = "inherited", table.shape[0], table.shape[1]
-        t.freeze_embeddings = scfg.freeze_embeddings
-    else:
-        t.embedding, t.vocab_size, t.embed_width = "own", tokenizer.vocab_size, 0
-    opts = {tc.name: tc for tc in teacher_cfgs or []}
-    mcfg.heads = [HeadConfig(name=name, tower=tt.kind, width=tt.width, kind=opts[name].head, hidden=opts[name].head_hidden,
-                             norm=opts[name].norm) if name in opts else HeadConfig(name=name, tower=tt.kind, width=tt.width)
-                  for name, tt in teachers.items()]
-    mcfg.__post_init__()
-    t.__post_init__()
-    model = SFCLIP(mcfg)
-    if table is not None:
-        model.text.inherit_embeddings(table)
+        model.text.inherit_embeddings(_text_teacher(teachers).input_embeddings())
     model.set_grad_checkpointing(scfg.grad_checkpointing)
     return model
 
@@ -74,7 +94,7 @@ def build_teachers(ocfg: ObjectiveConfig, scfg: StudentConfig, targets: str = ""
     """The run's teachers by name. With a target cache (`targets`, checked against the run with `data_cfg`),
     each vision teacher it serves is a weightless stand-in; text teachers always load, since the student
     inherits their tokenizer and embedding table."""
-    mcfg = resolve_model_config(scfg.model, scfg.overrides)
+    mcfg = scfg.model_config
     served: dict[str, dict] = {}
     if targets:
         from .data.targets import check_run, read_meta
@@ -98,14 +118,14 @@ def build_teachers(ocfg: ObjectiveConfig, scfg: StudentConfig, targets: str = ""
 def build_objective(ocfg: ObjectiveConfig, scfg: StudentConfig, image_mean: list[float], image_std: list[float],
                     teachers: dict[str, Teacher] | None = None) -> tuple[Objective, Tokenizer]:
     """Build (or take prebuilt) teachers, the student and the objective; returns it with the tokenizer."""
+    # Checked before any teacher or tokenizer loads (build_student checks again for its direct callers).
     has_text = any(tc.kind == "text" for tc in ocfg.teachers) if teachers is None else \
         any(isinstance(t, TextTeacher) for t in teachers.values())
     if scfg.text_embedding == "inherited" and not has_text:
-        raise ValueError("student.text_embedding=inherited needs a text teacher; add one to objective.teachers "
-                         "or set student.text_embedding=own with student.tokenizer")
+        raise ValueError(_NO_TEXT_TEACHER)
     if teachers is None:
         teachers = build_teachers(ocfg, scfg)
-    ctx = resolve_model_config(scfg.model, scfg.overrides).text.context_length
+    ctx = scfg.model_config.text.context_length
     text_teacher = next((t for t in teachers.values() if isinstance(t, TextTeacher)), None)
     if text_teacher is not None:
         tokenizer = Tokenizer(text_teacher.tokenizer, ctx, text_teacher.prefix)
@@ -116,4 +136,3 @@ def build_objective(ocfg: ObjectiveConfig, scfg: StudentConfig, image_mean: list
     student = build_student(scfg, teachers, tokenizer, ocfg.teachers)
     objective = Objective(ocfg, student, teachers, tokenizer.special_ids, tokenizer.mask_id, image_mean, image_std)
     return objective, tokenizer
-
