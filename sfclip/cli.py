@@ -212,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list model sizes")
     m.set_defaults(fn=cmd_models)
+
+    from .index.commands import add_commands
+
+    add_commands(sub)  # embed, search, serve
     return p
 
 
