@@ -80,9 +80,9 @@ def cmd_config(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .checkpoint import load
+    from .checkpoint import image_stats, load
     from .eval.results import check_writable, print_table, result_record, write_result
-    from .eval.tasks import check_arguments, evaluate
+    from .eval.tasks import check_arguments, evaluate, preprocessing_arguments
 
     # Everything the command line can check is checked before the checkpoint loads.
     kwargs = dict(args.arg)
@@ -99,14 +99,8 @@ def cmd_eval(args) -> int:
     if args.output:
         check_writable(args.output)
     model, tokenizer, transform = load(args.checkpoint, device=args.device)
-    if args.task in ("zeroshot_segmentation", "linear_segmentation"):
-        from .checkpoint import image_stats
-
-        mean, std = image_stats(args.checkpoint)
-        kwargs.setdefault("mean", mean)
-        kwargs.setdefault("std", std)
-    else:
-        kwargs.setdefault("transform", transform)
+    mean, std = image_stats(args.checkpoint)
+    kwargs = {**preprocessing_arguments(args.task, lambda: transform, mean, std), **kwargs}
     metrics = evaluate(args.task, model, tokenizer, device=args.device, batch_size=args.batch_size, **kwargs)
     dataset = args.dataset_name or Path(str(kwargs.get("data") or kwargs.get("test_data") or "data")).stem
     record = result_record(dataset, str(args.checkpoint), args.task, metrics, args.language or "en")
@@ -175,8 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     e.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest checkpoint)")
-    e.add_argument("--task", required=True, choices=["zeroshot_classification", "retrieval", "linear_probe",
-                                                    "zeroshot_segmentation", "linear_segmentation"])
+    from .eval.tasks import TASKS
+
+    e.add_argument("--task", required=True, choices=list(TASKS), metavar="TASK",
+                   help="; ".join(f"{name}: {task.summary}" for name, task in TASKS.items()))
     e.add_argument("--data", help="dataset path (image folder, CSV, shards, Karpathy JSON, mask folders)")
     e.add_argument("--train-data", dest="train_data", help="linear probe: training split")
     e.add_argument("--test-data", dest="test_data", help="linear probe: test split")

@@ -20,37 +20,78 @@
 
 Every runner also takes `device`, `batch_size`, `num_workers`, `progress` and `pictures_dir`, runs in eval
 and inference mode, and restores the model's train/eval flags afterwards. To add a task, write a module
-with `run(model, tokenizer, ..., device="cpu", batch_size=...) -> dict[str, float]` and register it here.
+with `run(model, tokenizer, ..., device="cpu", batch_size=...) -> dict[str, float]` and register it here
+as a `Task`: it declares the preprocessing it takes, which the CLI (`sfclip eval`) and the training hook
+supply through `preprocessing_arguments`, and the line that `sfclip eval --help` shows.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from sfclip.eval import linear_probe, linear_segmentation, retrieval, segmentation, zeroshot
 
-__all__ = ["TASKS", "evaluate", "task_arguments", "check_arguments"]
+__all__ = ["PREPROCESSING", "Task", "TASKS", "evaluate", "task_arguments", "check_arguments",
+           "preprocessing_arguments"]
 
 Runner = Callable[..., dict[str, float]]
+# What a task takes of the student's preprocessing: "transform", the eval transform (PIL image -> tensor:
+# resize, centre crop, normalize); "mean_std", the normalization only (dense tasks resize at their own scale).
+PREPROCESSING = ("transform", "mean_std")
 
-TASKS: dict[str, Runner] = {
-    "zeroshot_classification": zeroshot.run,
-    "retrieval": retrieval.run,
-    "linear_probe": linear_probe.run,
-    "zeroshot_segmentation": segmentation.run,
-    "linear_segmentation": linear_segmentation.run,
+
+@dataclass(frozen=True)
+class Task:
+    """A registered evaluation: its runner, the preprocessing it takes and a one-line description."""
+
+    run: Runner
+    preprocessing: str
+    summary: str
+
+    def __post_init__(self) -> None:
+        if self.preprocessing not in PREPROCESSING:
+            raise ValueError(f"Task.preprocessing must be one of {PREPROCESSING}, got {self.preprocessing!r}")
+
+
+TASKS: dict[str, Task] = {
+    "zeroshot_classification": Task(zeroshot.run, "transform",
+                                    "class names + prompt templates vs images: acc1, acc5, mean_per_class_recall"),
+    "retrieval": Task(retrieval.run, "transform", "image <-> caption recall@1/5/10 both ways, mean_recall"),
+    "linear_probe": Task(linear_probe.run, "transform",
+                         "logistic regression on frozen image embeddings: acc1, acc5, mean_per_class_recall"),
+    "zeroshot_segmentation": Task(segmentation.run, "mean_std",
+                                  "patch tokens vs class-name text embeddings, sliding window: miou, pixel_acc"),
+    "linear_segmentation": Task(linear_segmentation.run, "mean_std",
+                                "a linear head on frozen patch tokens: miou, pixel_acc"),
 }
+
+
+def _task(task: str) -> Task:
+    if task not in TASKS:
+        raise ValueError(f"unknown eval task {task!r}; known: {sorted(TASKS)}")
+    return TASKS[task]
 
 
 def task_arguments(task: str) -> list[str]:
     """The keyword arguments a task's runner takes (besides model and tokenizer)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown eval task {task!r}; known: {sorted(TASKS)}")
-    params = list(inspect.signature(TASKS[task]).parameters.values())[2:]
+    params = list(inspect.signature(_task(task).run).parameters.values())[2:]
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def preprocessing_arguments(task: str, transform: Callable[[], Any], mean: Sequence[float],
+                            std: Sequence[float]) -> dict[str, Any]:
+    """The preprocessing arguments of `task`: `{"transform": transform()}` or `{"mean": ..., "std": ...}`.
+
+    `transform` is called only for a task that takes one (building it may read a checkpoint).
+    """
+    if _task(task).preprocessing == "transform":
+        return {"transform": transform()}
+    return {"mean": list(mean), "std": list(std)}
 
 
 def check_arguments(task: str, names: Iterable[str], spelled: Mapping[str, str] | None = None) -> None:
@@ -74,4 +115,4 @@ def evaluate(task: str, model: nn.Module, tokenizer, **kwargs) -> dict[str, floa
     batch_size = kwargs.get("batch_size", 1)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return TASKS[task](model, tokenizer, **kwargs)
+    return TASKS[task].run(model, tokenizer, **kwargs)

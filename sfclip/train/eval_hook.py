@@ -8,8 +8,9 @@ A recipe lists tasks, each with the arguments its runner takes:
         - {task: zeroshot_classification, name: imagenet, args: {data: /data/imagenet/val, classnames: imagenet1k}}
         - {task: retrieval, name: coco, args: {data: /data/coco/karpathy.json}}
 
-Metrics are logged as `eval/<name>/<metric>`. The hook feeds image-level tasks the student's eval
-transform and dense tasks its mean/std, so a recipe never repeats them.
+Metrics are logged as `eval/<name>/<metric>`. The hook gives each task the preprocessing its registry entry
+(`sfclip.eval.tasks.TASKS`) asks for, the student's eval transform or its mean/std, so a recipe never
+repeats them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import torch
 __all__ = ["EvalTaskConfig", "EvalHookConfig", "EvalHook"]
 
 log = logging.getLogger(__name__)
-_IMAGE_TASKS = ("zeroshot_classification", "retrieval", "linear_probe")
 
 
 @dataclass
@@ -67,16 +67,13 @@ class EvalHook:
 
     def run(self, model, tokenizer, device: torch.device) -> dict[str, float]:
         from ..data.transforms import eval_transform
-        from ..eval.tasks import evaluate
+        from ..eval.tasks import evaluate, preprocessing_arguments
 
         results: dict[str, float] = {}
         for t in self.cfg.tasks:
-            kwargs = {"device": device, "batch_size": self.cfg.batch_size, "progress": False, **t.args}
-            if t.task in _IMAGE_TASKS:
-                kwargs.setdefault("transform", eval_transform(self.image_size, self.mean, self.std))
-            else:
-                kwargs.setdefault("mean", self.mean)
-                kwargs.setdefault("std", self.std)
+            student = preprocessing_arguments(t.task, lambda: eval_transform(self.image_size, self.mean, self.std),
+                                              self.mean, self.std)
+            kwargs = {"device": device, "batch_size": self.cfg.batch_size, "progress": False, **student, **t.args}
             name = t.name or t.task
             try:
                 metrics = evaluate(t.task, model, tokenizer, **kwargs)
