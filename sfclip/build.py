@@ -11,11 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .models import SFCLIP, HeadConfig, ModelConfig, list_models, resolve_model_config
+from .models.text import TEXT_EMBEDDINGS
 from .objective import Objective, ObjectiveConfig
 from .teachers import Teacher, TeacherConfig, TextTeacher, build_teacher
 from .tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["StudentConfig", "TEXT_EMBEDDINGS", "student_model_config", "build_objective", "build_student",
+__all__ = ["StudentConfig", "student_model_config", "build_objective", "build_student",
            "build_teachers"]
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 
 _NO_TEXT_TEACHER = ("student.text_embedding=inherited needs a text teacher; add one to objective.teachers "
                     "or set student.text_embedding=own with student.tokenizer")
-TEXT_EMBEDDINGS = ("inherited", "own")
 
 
 @dataclass

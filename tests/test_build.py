@@ -30,3 +30,23 @@ def test_the_built_model_config_is_derived_and_the_resolved_one_left_alone(tiny_
     assert (built.text.vocab_size, built.text.embed_width) == tuple(table.shape)
     assert built.text.pad_id == tok.pad_id
     assert [(h.name, h.tower, h.kind) for h in built.heads] == [("dino", "vision", "mlp"), ("bert", "text", "linear")]
+
+
+def test_teacher_options_are_exactly_what_the_heads_and_losses_accept():
+    import torch
+
+    from sfclip.losses.distill import DISTILL_LOSSES, token_loss
+    from sfclip.models.heads import HEAD_KINDS, TARGET_NORMS, TOWERS, DistillHead, HeadConfig
+    from sfclip.teachers.base import TEACHER_KINDS
+
+    assert TEACHER_KINDS == TOWERS
+    for kind in HEAD_KINDS:
+        for norm in TARGET_NORMS:
+            TeacherConfig(name="t", source="x", head=kind, norm=norm)
+            DistillHead(HeadConfig(name="t", width=4, kind=kind, norm=norm), in_dim=8)
+    for loss in DISTILL_LOSSES:
+        TeacherConfig(name="t", source="x", loss=loss)
+        assert token_loss(torch.zeros(2, 4), torch.ones(2, 4), loss).shape == (2,)
+    for bad in (dict(head="conv"), dict(norm="batchnorm"), dict(loss="l1"), dict(kind="audio")):
+        with pytest.raises(ValueError, match="must be one of"):
+            TeacherConfig(name="t", source="x", **bad)

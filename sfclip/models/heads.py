@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HeadConfig", "DistillHead"]
+__all__ = ["HeadConfig", "DistillHead", "TOWERS", "HEAD_KINDS", "TARGET_NORMS"]
+
+# The single source of each set of allowed values (teachers.TeacherConfig validates against them too).
+TOWERS = ("vision", "text")  # the student tower a head reads = the kind of teacher it predicts
+HEAD_KINDS = ("linear", "mlp")
+TARGET_NORMS = ("layernorm", "none", "running")  # layer norm without affine (data2vec), none, running stats
 
 
 @dataclass
@@ -25,12 +30,12 @@ class HeadConfig:
     norm: str = "layernorm"  # target normalization: layernorm | none | running
 
     def __post_init__(self) -> None:
-        if self.tower not in ("vision", "text"):
-            raise ValueError(f"head {self.name!r}: tower must be 'vision' or 'text', got {self.tower!r}")
-        if self.kind not in ("linear", "mlp"):
-            raise ValueError(f"head {self.name!r}: kind must be 'linear' or 'mlp', got {self.kind!r}")
-        if self.norm not in ("layernorm", "none", "running"):
-            raise ValueError(f"head {self.name!r}: norm must be layernorm, none or running, got {self.norm!r}")
+        if self.tower not in TOWERS:
+            raise ValueError(f"head {self.name!r}: tower must be one of {TOWERS}, got {self.tower!r}")
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"head {self.name!r}: kind must be one of {HEAD_KINDS}, got {self.kind!r}")
+        if self.norm not in TARGET_NORMS:
+            raise ValueError(f"head {self.name!r}: norm must be one of {TARGET_NORMS}, got {self.norm!r}")
 
 
 class DistillHead(nn.Module):

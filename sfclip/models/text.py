@@ -15,9 +15,11 @@ from torch import nn
 
 from .layers import Block, run_blocks
 
-__all__ = ["TextConfig", "TextTransformer", "padded_length", "trim_padding"]
+__all__ = ["TextConfig", "TextTransformer", "TEXT_EMBEDDINGS", "padded_length", "trim_padding"]
 
 _POOLS = ("first", "mean", "eos")
+# "own": a trainable token table; "inherited": the text teacher's table (SF-CLIP). Also StudentConfig's choices.
+TEXT_EMBEDDINGS = ("own", "inherited")
 
 
 @dataclass
@@ -39,8 +41,8 @@ class TextConfig:
     def __post_init__(self) -> None:
         if self.pool not in _POOLS:
             raise ValueError(f"text.pool must be one of {_POOLS}, got {self.pool!r}")
-        if self.embedding not in ("own", "inherited"):
-            raise ValueError(f"text.embedding must be 'own' or 'inherited', got {self.embedding!r}")
+        if self.embedding not in TEXT_EMBEDDINGS:
+            raise ValueError(f"text.embedding must be one of {TEXT_EMBEDDINGS}, got {self.embedding!r}")
         if self.width % self.heads:
             raise ValueError(f"text.width {self.width} is not divisible by text.heads {self.heads}")
         if self.causal and self.pool == "first":

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..losses.distill import DISTILL_LOSSES
+from ..models.heads import HEAD_KINDS, TARGET_NORMS, TOWERS
 from ..precision import auto_dtype
 
-__all__ = ["Teacher", "TeacherConfig", "VisionTeacher", "TextTeacher"]
+__all__ = ["Teacher", "TeacherConfig", "VisionTeacher", "TextTeacher", "TEACHER_KINDS", "TEACHER_DTYPES"]
 
-_NORMS = ("layernorm", "none", "running")
-_LOSSES = ("smooth_l1", "mse", "cosine")
-_HEADS = ("linear", "mlp")
+# A teacher's kind is the student tower its head reads.
+TEACHER_KINDS = TOWERS
 _ALIGN = ("render", "resample")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -54,14 +55,14 @@ class TeacherConfig:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("vision", "text"):
-            raise ValueError(f"teacher {self.name!r}: kind must be 'vision' or 'text', got {self.kind!r}")
-        if self.norm not in _NORMS:
-            raise ValueError(f"teacher {self.name!r}: norm must be one of {_NORMS}, got {self.norm!r}")
-        if self.loss and self.loss not in _LOSSES:
-            raise ValueError(f"teacher {self.name!r}: loss must be one of {_LOSSES}, got {self.loss!r}")
-        if self.head not in _HEADS:
-            raise ValueError(f"teacher {self.name!r}: head must be one of {_HEADS}, got {self.head!r}")
+        if self.kind not in TEACHER_KINDS:
+            raise ValueError(f"teacher {self.name!r}: kind must be one of {TEACHER_KINDS}, got {self.kind!r}")
+        if self.norm not in TARGET_NORMS:
+            raise ValueError(f"teacher {self.name!r}: norm must be one of {TARGET_NORMS}, got {self.norm!r}")
+        if self.loss and self.loss not in DISTILL_LOSSES:
+            raise ValueError(f"teacher {self.name!r}: loss must be one of {DISTILL_LOSSES}, got {self.loss!r}")
+        if self.head not in HEAD_KINDS:
+            raise ValueError(f"teacher {self.name!r}: head must be one of {HEAD_KINDS}, got {self.head!r}")
         if self.align not in _ALIGN:
             raise ValueError(f"teacher {self.name!r}: align must be one of {_ALIGN}, got {self.align!r}")
         if self.dtype not in TEACHER_DTYPES:
