@@ -45,14 +45,17 @@ def faiss_available() -> bool:
 
 
 def top_k(scores: np.ndarray, k: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, N) scores -> the k best (scores, row ids) per query, best first; ties by lower row id."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (scores.shape[0], 1))
-    best = np.take_along_axis(scores, part, axis=1)  # (Q, k)
-    order = np.lexsort((part, -best), axis=1) if part.size else part
-    ids = np.take_along_axis(part, order, axis=1)
-    return np.take_along_axis(best, order, axis=1), ids + offset
+    """(Q, N) scores -> the k best (scores, row ids + offset) per query, best first; ties by lower row id."""
+    q, n = scores.shape
+    k = min(k, n)
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]  # (Q,) the k-th best score
+    out_s, out_i = np.empty((q, k), scores.dtype), np.empty((q, k), np.int64)
+    for r in range(q):
+        # Everything tied with the k-th best is a candidate, so that ties resolve by row id, not by chance.
+        cand = np.flatnonzero(scores[r] >= kth[r])
+        best = cand[np.lexsort((cand, -scores[r, cand]))[:k]]
+        out_i[r], out_s[r] = best, scores[r, best]
+    return out_s, out_i + offset
 
 
 class Index:
