@@ -25,7 +25,7 @@ from ..index.search import Index
 from ..index.sources import read_row_image
 from .heatmap import colour_bar, overlay
 
-__all__ = ["Explorer", "parse_classes", "parse_templates", "DEFAULT_TEMPLATE", "MAX_CLASSES", "MAX_K"]
+__all__ = ["Explorer", "clean_prompt", "parse_classes", "parse_templates", "DEFAULT_TEMPLATE", "MAX_CLASSES", "MAX_K"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,17 @@ MAX_TEMPLATES = 100
 MAX_K = 100
 MAX_QUERY_CHARS = 1000
 THUMB_SIZE = 192
+
+
+def clean_prompt(text: str, what: str = "prompt") -> str:
+    """A typed query or prompt, stripped; empty or overlong ones are refused with a message."""
+    text = (text or "").strip()
+    if not text:
+        example = "a red car"
+        raise ValueError(f"the {what} is empty: type some words, e.g. '{example}'")
+    if len(text) > MAX_QUERY_CHARS:
+        raise ValueError(f"the {what} has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
+    return text
 
 
 def parse_classes(text: str) -> list[str]:
@@ -114,8 +125,9 @@ class Explorer:
             raise LookupError(str(exc)) from None
         try:
             data = read_row_image(meta)
-        except OSError as exc:
-            raise ValueError(f"the image of row {row} ({meta.get('key')}) cannot be read: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a file moved, a shard rewritten or broken: say which
+            raise ValueError(f"the image of row {row} ({meta.get('key')}) cannot be read: "
+                             f"{type(exc).__name__}: {exc}") from None
         return decode_upload(data, f"the image of row {row} ({meta.get('key')})")
 
     def image(self, upload: bytes | None, row: int | None, name: str = "the uploaded file") -> Image.Image:
@@ -154,11 +166,7 @@ class Explorer:
         return out
 
     def search_text(self, query: str, k: int = 12) -> dict:
-        query = (query or "").strip()
-        if not query:
-            raise ValueError("the query is empty: type some words")
-        if len(query) > MAX_QUERY_CHARS:
-            raise ValueError(f"the query has {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
+        query = clean_prompt(query, "query")
         index = self._need_index()
         with self.lock:
             q = encode_text_query(self.model, self.tokenizer, query, self.device)
@@ -201,11 +209,7 @@ class Explorer:
     # -- heat maps ----------------------------------------------------------------------------------
     def heatmap(self, image: Image.Image, prompt: str, size: int = 320) -> dict:
         """Cosine similarity of each patch embedding (`encode_patches`) with the prompt, over the image."""
-        prompt = (prompt or "").strip()
-        if not prompt:
-            raise ValueError("the prompt is empty: type what to look for, e.g. 'a red car'")
-        if len(prompt) > MAX_QUERY_CHARS:
-            raise ValueError(f"the prompt has {len(prompt)} characters; the limit is {MAX_QUERY_CHARS}")
+        prompt = clean_prompt(prompt)
         with self.lock, torch.inference_mode():
             text = torch.from_numpy(encode_text_query(self.model, self.tokenizer, prompt, self.device))  # (1, E)
             x = self.transform(image)[None].to(self.device)  # (1, 3, S, S)

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from .explorer import MAX_K, Explorer
+from .explorer import MAX_K, Explorer, clean_prompt, parse_classes, parse_templates
 
 __all__ = ["create_app", "serve", "start_in_thread", "bind"]
 
@@ -135,6 +135,8 @@ def create_app(explorer: Explorer, max_upload_bytes: int = 20 * 2**20) -> FastAP
             return error
 
         def run():
+            parse_classes(f.get("classes", ""))  # what was typed is checked before the image is decoded
+            parse_templates(f.get("templates", ""))
             return explorer.zeroshot(image_of(f), f.get("classes", ""), f.get("templates", ""))
 
         return await answer(run)
@@ -146,6 +148,7 @@ def create_app(explorer: Explorer, max_upload_bytes: int = 20 * 2**20) -> FastAP
             return error
 
         def run():
+            clean_prompt(f.get("prompt", ""))
             return explorer.heatmap(image_of(f), f.get("prompt", ""))
 
         return await answer(run)

@@ -14,11 +14,15 @@ undecodable captions, as training does.
 from __future__ import annotations
 
 import csv
+import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Entry", "ImageSource", "TextSource", "open_image_source", "open_text_source", "FOLDER_IMAGE_EXTS"]
 
@@ -191,30 +195,42 @@ def read_row_image(row: dict) -> bytes:
 
 
 _SHARDS: dict = {}
+_SHARDS_LOCK = threading.Lock()
 
 
 def _shard_members(url: str):
     """A reader of one shard's members by name (the tar is indexed once and kept open)."""
+    with _SHARDS_LOCK:
+        reader = _SHARDS.get(url)
+        if reader is None:
+            reader = _SHARDS[url] = _open_members(url)
+    return reader
+
+
+def _open_members(url: str):
     import tarfile
-    import threading
 
-    reader = _SHARDS.get(url)
-    if reader is None:
-        path = url[len("file:"):].removeprefix("//") if url.startswith("file:") else url
-        if path.startswith("pipe:") or "://" in path:
-            raise ValueError(f"{url} is not a local shard: its images cannot be shown")
-        tar = tarfile.open(path)  # random access by member offset; plain or compressed
-        members = {m.name: m for m in tar.getmembers() if m.isfile()}
-        # webdataset lower-cases extensions (`X.JPG` is sample `X`, extension `jpg`)
-        members.update({m.name.lower(): m for m in list(members.values()) if m.name.lower() not in members})
-        lock = threading.Lock()
+    path = url[len("file:"):].removeprefix("//") if url.startswith("file:") else url
+    if path.startswith("pipe:") or "://" in path:
+        raise ValueError(f"{url} is not a local shard: its images cannot be shown")
+    tar = tarfile.open(path)  # random access by member offset; plain or compressed
+    members = {}
+    try:
+        for m in tar:
+            if m.isfile():
+                members[m.name] = m
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        # A shard cut short: training keeps the samples before the break, and so does the index.
+        log.warning("shard %s is broken after %d members (%s); showing those", url, len(members), exc)
+    # webdataset lower-cases extensions (`X.JPG` is sample `X`, extension `jpg`)
+    members.update({name.lower(): m for name, m in list(members.items()) if name.lower() not in members})
+    lock = threading.Lock()
 
-        def reader(name: str) -> bytes:
-            member = members.get(name) or members.get(name.lower())
-            if member is None:
-                raise FileNotFoundError(f"{url} has no member {name!r} (was the shard rewritten?)")
-            with lock:  # one file position per open tar
-                return tar.extractfile(member).read()
+    def reader(name: str) -> bytes:
+        member = members.get(name) or members.get(name.lower())
+        if member is None:
+            raise FileNotFoundError(f"{url} has no member {name!r} (was the shard rewritten?)")
+        with lock:  # one file position per open tar
+            return tar.extractfile(member).read()
 
-        _SHARDS[url] = reader
     return reader
