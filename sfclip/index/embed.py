@@ -220,8 +220,8 @@ def _run(folder: Path, request: dict, entries: Iterator[Entry], total: int | Non
     seconds = time.perf_counter() - t0
     result = read_progress(folder)
     skipped = {k: v for k, v in result["skipped"].items() if v}
-    log.info("embedded %d %ss into %s (%d read this run in %.1fs, %.1f %ss/s); skipped: %s", result["rows"], unit, folder,
-             done_since_start, seconds, done_since_start / max(seconds, 1e-9), unit, skipped or "none")
+    log.info("embedded %d %ss into %s (%d read this run in %.1fs, %.1f %ss/s); skipped: %s", result["rows"], unit,
+             folder, done_since_start, seconds, done_since_start / max(seconds, 1e-9), unit, skipped or "none")
     return result
 
 

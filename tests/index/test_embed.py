@@ -100,7 +100,7 @@ def test_embed_resumes_after_a_kill(explore_run, loaded, collection, tmp_path):
     assert rows_a == rows_b and len(rows_a) == len(collection["items"])
     np.testing.assert_array_equal(emb_a, emb_b)
     pa, pb = read_progress(tmp_path / "killed"), read_progress(tmp_path / "whole")
-    assert (pa["complete"], pa["rows"], pa["position"], pa["skipped"]) == (True, pb["rows"], pb["position"], pb["skipped"])
+    assert pa["complete"] and (pa["rows"], pa["position"], pa["skipped"]) == (pb["rows"], pb["position"], pb["skipped"])
 
 
 def test_embed_refuses_a_folder_of_another_request(loaded, collection, tmp_path):
