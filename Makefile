@@ -1,13 +1,15 @@
 # The two set-up commands (README): `make demo` runs the main job, `make test` runs the tests.
 # Both create .venv with Python 3.10+, install the CPU torch first, then sfclip with its test extras.
+# `make lint` adds the pinned lint tools (the `lint` extra) and runs ruff and mypy (config in pyproject.toml).
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sfclip-installed
+LINT_STAMP := $(VENV)/.sfclip-lint-installed
 
-.PHONY: demo test quick-test smoke clean
+.PHONY: demo test quick-test lint smoke clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "sfclip needs Python 3.10 or newer")'
@@ -28,6 +30,15 @@ test: $(STAMP)
 
 quick-test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# mypy reads torch's inline types, so it runs in the project's venv (after the full install).
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[lint]"
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 smoke: $(STAMP)
 	$(BIN)/sfclip scenes data/scenes --train 2000 --eval 500

@@ -56,8 +56,8 @@ def with_dtype(teachers: dict, dtype: torch.dtype) -> dict:
     out = {}
     for name, t in teachers.items():
         if t.kind == "vision":
-            out[name] = HFVisionTeacher(name, t.model, t.image_size, t.mean.flatten().tolist(), t.std.flatten().tolist(),
-                                        dtype=dtype)
+            out[name] = HFVisionTeacher(name, t.model, t.image_size, t.mean.flatten().tolist(),
+                                        t.std.flatten().tolist(), dtype=dtype)
         else:
             out[name] = HFTextTeacher(name, t.model, t.tokenizer, dtype=dtype)
         out[name].to(next(t.parameters()).device)
@@ -70,7 +70,8 @@ def build_setting(model_name: str, teachers: dict, device: torch.device, p: floa
     tcfgs = [TeacherConfig(name="dino", kind="vision", source="in-memory"),
              TeacherConfig(name="text", kind="text", source="in-memory")]
     ocfg = ObjectiveConfig(distill_fraction=p, image_view=view, teachers=tcfgs if teachers_on else [],
-                           image_mask=ImageMaskConfig(kind="random" if mode == "drop" else "block", ratio=ratio, mode=mode))
+                           image_mask=ImageMaskConfig(kind="random" if mode == "drop" else "block", ratio=ratio,
+                                                      mode=mode))
     if teachers_on:
         obj, tok = build_objective(ocfg, StudentConfig(model=model_name), MEAN, STD, teachers=dict(teachers))
     else:
@@ -123,7 +124,8 @@ def make_batch(tok, model_name: str, batch: int, device: torch.device, teachers:
     # The teacher view travels as uint8, as the data pipeline sends it.
     out = {"image": torch.randn(batch, 3, S, S, generator=g), "input_ids": ids, "attention_mask": am,
            "teacher_image": {ts: torch.randint(0, 256, (batch, 3, ts, ts), generator=g, dtype=torch.uint8)}}
-    out = {k: ({kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in out.items()}
+    out = {k: ({kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v.to(device))
+           for k, v in out.items()}
     with torch.no_grad():
         out["targets"] = {
             "dino": {"patch": teachers["dino"](out["teacher_image"][ts].float() / 255)["patch"].half()},

@@ -31,9 +31,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import machine_state, markdown_table, median, write_json  # noqa: E402
-from sfclip.data.config import DataConfig  # noqa: E402
-from sfclip.data.loader import build_train_loader  # noqa: E402
+from benchmarks.harness import machine_state, markdown_table, median, write_json
+from sfclip.data.config import DataConfig
+from sfclip.data.loader import build_train_loader
 
 WORDS = "a photo of the red green blue cat dog on left right small big house car tree in with".split()
 
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for w, r in rates.items():
         wall = median([x for x, _ in r])
-        rows.append({"workers": w, "images_per_s": round(wall, 1), "images_per_s_per_worker": round(wall / max(1, w), 1),
+        rows.append({"workers": w, "images_per_s": round(wall, 1),
+                     "images_per_s_per_worker": round(wall / max(1, w), 1),
                      "images_per_cpu_s": round(median([c for _, c in r]), 1) if w == 0 else "-",
                      "runs_wall": [round(x, 1) for x, _ in r]})
     print(f"batch {args.batch_size}, image {args.image_size}, teacher sizes {args.teacher_sizes}, "

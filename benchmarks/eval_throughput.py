@@ -27,13 +27,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import VOCAB, filler_tokenizer  # noqa: E402
-from benchmarks.harness import interleaved, machine_state, markdown_table, median, set_threads, write_json  # noqa: E402
-from sfclip.eval.images import image_transform  # noqa: E402
-from sfclip.eval.inference import encode_texts, evaluating, make_loader  # noqa: E402
-from sfclip.eval.retrieval_data import CaptionedImages  # noqa: E402
-from sfclip.models import create_model  # noqa: E402
-from sfclip.tokenizer import Tokenizer  # noqa: E402
+from benchmarks.common import VOCAB, filler_tokenizer
+from benchmarks.harness import interleaved, machine_state, markdown_table, median, set_threads, write_json
+from sfclip.eval.images import image_transform
+from sfclip.eval.inference import encode_texts, evaluating, make_loader
+from sfclip.eval.retrieval_data import CaptionedImages
+from sfclip.models import create_model
+from sfclip.tokenizer import Tokenizer
 
 
 def write_images(folder: Path, n: int, seed: int = 0) -> list[Path]:

@@ -30,13 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import build_setting, make_batch, make_teachers, objective_flops, step_fn  # noqa: E402
-from benchmarks.harness import machine_state, markdown_table, median, sync, write_json  # noqa: E402
-from benchmarks.objective_cost import SETTINGS  # noqa: E402
-from benchmarks.openclip_compare import build_openclip, build_sfclip, clip_batch  # noqa: E402
-from sfclip.models import model_config  # noqa: E402
-from sfclip.models.flops import step_flops  # noqa: E402
-from sfclip.train.optim import OptimConfig  # noqa: E402
+from benchmarks.common import build_setting, make_batch, make_teachers, objective_flops, step_fn
+from benchmarks.harness import machine_state, markdown_table, median, sync, write_json
+from benchmarks.objective_cost import SETTINGS
+from benchmarks.openclip_compare import build_openclip, build_sfclip, clip_batch
+from sfclip.models import model_config
+from sfclip.models.flops import step_flops
+from sfclip.train.optim import OptimConfig
 
 DATASHEET_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16, no sparsity
 SF_SETTINGS = ["clip", "p=0", "p=0.25 replace", "p=0.25 replace, cached", "p=0.25 drop", "p=0.5 replace",

@@ -30,10 +30,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import build_setting, make_batch, make_teachers, step_fn, with_dtype  # noqa: E402
-from benchmarks.harness import (emit_child_result, interleaved, machine_state, markdown_table, median,  # noqa: E402
-                                peak_memory_mb, reset_peak_memory, round_ratio, rss_mb, run_child, set_threads,
-                                write_json)
+from benchmarks.common import build_setting, make_batch, make_teachers, step_fn, with_dtype
+from benchmarks.harness import (
+    emit_child_result,
+    interleaved,
+    machine_state,
+    markdown_table,
+    median,
+    peak_memory_mb,
+    reset_peak_memory,
+    round_ratio,
+    rss_mb,
+    run_child,
+    set_threads,
+    write_json,
+)
 
 SETTINGS = {
     "clip": dict(p=0.0, teachers_on=False),
@@ -127,7 +138,8 @@ def main() -> None:
     for n in names:
         row = {"setting": n, "ms_wall": round(1000 * median(times.wall[n])),
                "ms_cpu": round(1000 * median(times.cpu[n])) if device.type == "cpu" else "-",
-               "vs_clip": round(round_ratio(main_t, n, "clip"), 3), "vs_clip_wall": round(round_ratio(times.wall, n, "clip"), 3),
+               "vs_clip": round(round_ratio(main_t, n, "clip"), 3),
+               "vs_clip_wall": round(round_ratio(times.wall, n, "clip"), 3),
                "vs_p0": round(round_ratio(main_t, n, "p=0"), 3), "teacher_rows": teacher_rows[n]}
         if memory:
             row["peak_mb"] = round(memory[n]["peak_mb"])

@@ -26,12 +26,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import (emit_child_result, interleaved, machine_state, markdown_table,  # noqa: E402
-                                median, peak_memory_mb, reset_peak_memory, round_ratio, rss_mb, run_child,
-                                set_threads, write_json)
-from sfclip.models import ModelConfig, create_model, model_config  # noqa: E402
-from sfclip.objective import Objective, ObjectiveConfig  # noqa: E402
-from sfclip.train.optim import OptimConfig, build_optimizer  # noqa: E402
+from benchmarks.harness import (
+    emit_child_result,
+    interleaved,
+    machine_state,
+    markdown_table,
+    median,
+    peak_memory_mb,
+    reset_peak_memory,
+    round_ratio,
+    rss_mb,
+    run_child,
+    set_threads,
+    write_json,
+)
+from sfclip.models import ModelConfig, create_model, model_config
+from sfclip.objective import Objective, ObjectiveConfig
+from sfclip.train.optim import OptimConfig, build_optimizer
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 

@@ -24,12 +24,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sfclip.models.clip as clip_mod  # noqa: E402
-import sfclip.objective as objective_mod  # noqa: E402
-from benchmarks.common import build_setting, make_batch, make_teachers, step_fn  # noqa: E402
-from benchmarks.harness import (interleaved, machine_state, markdown_table, median, round_ratio,  # noqa: E402
-                                set_threads, write_json)
-from sfclip.masking import block_patch_mask  # noqa: E402
+import sfclip.models.clip as clip_mod
+import sfclip.objective as objective_mod
+from benchmarks.common import build_setting, make_batch, make_teachers, step_fn
+from benchmarks.harness import (
+    interleaved,
+    machine_state,
+    markdown_table,
+    median,
+    round_ratio,
+    set_threads,
+    write_json,
+)
+from sfclip.masking import block_patch_mask
 
 
 def _block_mask_one(h: int, w: int, num_masked: int, min_block: int, rng: np.random.Generator,
@@ -106,9 +113,11 @@ def eval_text_rows(args) -> list[dict]:
         with full_width_encode_text():
             encode_texts(model, tok, texts, cpu, 256, progress=False)
 
+    def after():
+        encode_texts(model, tok, texts, cpu, 256, progress=False)
+
     with evaluating(model):
-        times = interleaved({"before": before, "after": lambda: encode_texts(model, tok, texts, cpu, 256, progress=False)},
-                            args.rounds, cpu)
+        times = interleaved({"before": before, "after": after}, args.rounds, cpu)
     return [row(f"caption padding skipped: encode_texts, {len(texts)} captions", times, "before", "after", 0)]
 
 
@@ -143,7 +152,8 @@ def padding_rows(args) -> tuple[list[dict], dict]:
             for name in runs]
     # SF-CLIP's cost over plain CLIP, with each code: "before_ms" here holds the old code's ratio.
     cpu = times.cpu
-    rows.append({"change": "p=0.25 replace / clip step", "before": round(round_ratio(cpu, "p=0.25 replace, before", "clip, before"), 3),
+    rows.append({"change": "p=0.25 replace / clip step",
+                 "before": round(round_ratio(cpu, "p=0.25 replace, before", "clip, before"), 3),
                  "after": round(round_ratio(cpu, "p=0.25 replace, after", "clip, after"), 3), "after_vs_before": "",
                  "after_vs_before_wall": ""})
     lengths = batch["attention_mask"].sum(1)
@@ -172,7 +182,8 @@ def main() -> None:
     rows = mask_rows(args)
     pad_rows, extra = padding_rows(args)
     rows += pad_rows + eval_text_rows(args)
-    print(f"model {args.model}, batch {args.batch}, captions {extra['caption_lengths'][0]}..{extra['caption_lengths'][1]} "
+    shortest, longest = extra["caption_lengths"]
+    print(f"model {args.model}, batch {args.batch}, captions {shortest}..{longest} "
           f"of 77 tokens, threads {args.threads}, {args.rounds} interleaved rounds (masks: {args.mask_rounds}); "
           f"before/after in CPU milliseconds (median), ratios as medians of per-round ratios; machine {state_before}")
     print(markdown_table(rows))

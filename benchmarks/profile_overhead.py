@@ -20,8 +20,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import build_setting, make_batch, make_teachers, step_fn  # noqa: E402
-from benchmarks.harness import machine_state, markdown_table, set_threads, write_json  # noqa: E402
+from benchmarks.common import build_setting, make_batch, make_teachers, step_fn
+from benchmarks.harness import machine_state, markdown_table, set_threads, write_json
 
 ARITHMETIC = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product", "aten::mkldnn_convolution",
               "aten::convolution_backward")

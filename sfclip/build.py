@@ -58,13 +58,13 @@ def student_model_config(scfg: StudentConfig, teachers: dict[str, Teacher], toke
     """The student's `ModelConfig`, derived from `scfg.model_config`: the tokenizer's special ids, the token
     table (the text teacher's for an inheriting student) and one head per teacher (options by name)."""
     base = scfg.model_config
-    ids = {"pad_id": tokenizer.pad_id, "eos_id": tokenizer.eos_id if tokenizer.eos_id is not None else -1}
+    text = replace(base.text, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id if tokenizer.eos_id is not None else -1)
     if scfg.text_embedding == "inherited":
         vocab, width = _text_teacher(teachers).input_embeddings().shape
-        text = replace(base.text, **ids, embedding="inherited", vocab_size=vocab, embed_width=width,
+        text = replace(text, embedding="inherited", vocab_size=vocab, embed_width=width,
                        freeze_embeddings=scfg.freeze_embeddings)
     else:
-        text = replace(base.text, **ids, embedding="own", vocab_size=tokenizer.vocab_size, embed_width=0)
+        text = replace(text, embedding="own", vocab_size=tokenizer.vocab_size, embed_width=0)
     opts = {tc.name: tc for tc in teacher_cfgs or []}
     heads = [HeadConfig(name=name, tower=t.kind, width=t.width, kind=opts[name].head, hidden=opts[name].head_hidden,
                         norm=opts[name].norm) if name in opts else HeadConfig(name=name, tower=t.kind, width=t.width)

@@ -33,6 +33,7 @@ import shutil
 import signal
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import torch
 from omegaconf import OmegaConf
@@ -295,7 +296,7 @@ def recover_checkpoints(root: str | Path) -> None:
 # -- save and load --------------------------------------------------------------------------------
 def disk_full(exc: BaseException) -> bool:
     """Whether an error (or one it came from) says the disk or quota is full."""
-    seen = exc
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -308,7 +309,7 @@ def disk_full(exc: BaseException) -> bool:
 def _model_config_of(cfg) -> ModelConfig:
     """The ModelConfig inside a run config (or a bare model config) loaded from YAML."""
     node = cfg.model_config if "model_config" in cfg else cfg
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), node))
+    return cast(ModelConfig, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), node)))
 
 
 def save_student(folder: str | Path, model: SFCLIP, tokenizer: Tokenizer | None, run_config=None) -> None:
@@ -319,8 +320,10 @@ def save_student(folder: str | Path, model: SFCLIP, tokenizer: Tokenizer | None,
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "sfclip": "student"})
     cfg = OmegaConf.create({"model_config": OmegaConf.structured(model.cfg)})
     if run_config is not None:
-        cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(run_config))), cfg)
-    OmegaConf.save(cfg, folder / CONFIG)
+        run = OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(run_config)))
+        OmegaConf.save(OmegaConf.merge(run, cfg), folder / CONFIG)
+    else:
+        OmegaConf.save(cfg, folder / CONFIG)
     if tokenizer is not None:
         tokenizer.save(folder / TOKENIZER)
 

@@ -139,8 +139,8 @@ def cmd_models(args) -> int:
 
     for name in list_models():
         c = model_config(name)
-        print(f"{name:10s} image {c.vision.image_size}px /{c.vision.patch_size} width {c.vision.width} x{c.vision.layers}"
-              f" | text width {c.text.width} x{c.text.layers} | embed {c.embed_dim}")
+        print(f"{name:10s} image {c.vision.image_size}px /{c.vision.patch_size} width {c.vision.width} "
+              f"x{c.vision.layers} | text width {c.text.width} x{c.text.layers} | embed {c.embed_dim}")
     return 0
 
 

@@ -18,8 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 from .build import StudentConfig
 from .data.config import DataConfig
 from .errors import ConfigError
-from .train.eval_hook import EvalHookConfig
 from .objective import ObjectiveConfig
+from .train.eval_hook import EvalHookConfig
 from .train.logs import LogConfig
 from .train.optim import OptimConfig
 

@@ -9,14 +9,14 @@ with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm), and fp32 everywhere e
 from __future__ import annotations
 
 import platform
-from functools import lru_cache
+from functools import cache
 
 import torch
 
 __all__ = ["native_bf16", "bf16_reason", "auto_dtype"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cpu_bf16() -> tuple[bool, str]:
     cap = torch.backends.cpu.get_cpu_capability()
     checks = [("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported")]

@@ -11,8 +11,13 @@ import pytest
 import torch
 
 import sfclip
-from sfclip.checkpoint import (CheckpointError, newest_checkpoint, read_pointer, verify_checkpoint,
-                               write_manifest)
+from sfclip.checkpoint import (
+    CheckpointError,
+    newest_checkpoint,
+    read_pointer,
+    verify_checkpoint,
+    write_manifest,
+)
 from sfclip.models import create_model
 from sfclip.tokenizer import load_tokenizer
 from sfclip.train.state import save_training_checkpoint

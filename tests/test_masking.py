@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from sfclip.masking import (ImageMaskConfig, TextMaskConfig, bert_mask, block_patch_mask, patch_mask,
-                            random_patch_mask)
+from sfclip.masking import (
+    ImageMaskConfig,
+    TextMaskConfig,
+    bert_mask,
+    block_patch_mask,
+    patch_mask,
+    random_patch_mask,
+)
 
 
 def test_random_mask_exact_count_and_seeded():

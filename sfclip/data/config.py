@@ -53,8 +53,8 @@ class DataConfig:
     # `batch["targets"]` by sample key instead of running those teachers. "" = run the teachers live.
     targets: str = ""
     # Resume is exact without this: checkpoints record each data worker's stream position. Only for a
-    # checkpoint without them (written by an older sfclip), decode the skipped samples' images so that an undecodable one in the skipped range cannot shift the
-    # stream. Costs one decode per skipped sample.
+    # checkpoint without them (written by an older sfclip), decode the skipped samples' images so that an
+    # undecodable one in the skipped range cannot shift the stream. Costs one decode per skipped sample.
     exact_resume: bool = False
 
     def __post_init__(self) -> None:

@@ -31,8 +31,17 @@ from ..precision import bf16_reason
 from .config import DataConfig
 from .spec import expand_shards, resolve_dataset_type
 from .stream import load_image
-from .targets import (FIELDS, FORMAT, KEYS, META, VERSION, TargetCacheError, array_name, data_files,
-                      deterministic_view)
+from .targets import (
+    FIELDS,
+    FORMAT,
+    KEYS,
+    META,
+    VERSION,
+    TargetCacheError,
+    array_name,
+    data_files,
+    deterministic_view,
+)
 from .transforms import ImageTransform
 
 __all__ = ["build_target_cache", "ordered_samples"]
@@ -82,8 +91,9 @@ def _expected_rows(data_cfg: DataConfig) -> int:
 
 def _teacher_meta(tc, teacher, rows: int, context_length: int, device: torch.device) -> dict:
     computed_in = str(teacher.effective_dtype(device)).removeprefix("torch.")
-    out = {"kind": tc.kind, "source": tc.source, "layers": list(tc.layers), "dtype": tc.dtype, "computed_in": computed_in,
-           "width": int(teacher.width), "field": FIELDS[tc.kind], "class": type(teacher).__name__}
+    out = {"kind": tc.kind, "source": tc.source, "layers": list(tc.layers), "dtype": tc.dtype,
+           "computed_in": computed_in, "width": int(teacher.width), "field": FIELDS[tc.kind],
+           "class": type(teacher).__name__}
     if tc.kind == "vision":
         grid = list(teacher.grid)
         out.update(image_size=int(teacher.image_size), patch_size=int(teacher.patch_size), grid=grid,

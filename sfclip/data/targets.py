@@ -179,9 +179,10 @@ def check_run(meta: dict, teachers: Sequence[Any], data_cfg, student_grid: int, 
               where: str = "") -> list[str]:
     """Why a run cannot use this cache: raises one `TargetCacheError` listing every mismatch.
 
-    `teachers` are the run's `TeacherConfig`s; `where` names the cache in the message. Teachers the cache lacks run live; cached teachers the run
-    lacks are ignored. Returns the names of the run's teachers that the cache serves. Logs a warning for
-    run data files the cache never saw (their samples are skipped and counted as `missing_target`).
+    `teachers` are the run's `TeacherConfig`s; `where` names the cache in the message. Teachers the cache
+    lacks run live; cached teachers the run lacks are ignored. Returns the names of the run's teachers that
+    the cache serves. Logs a warning for run data files the cache never saw (their samples are skipped and
+    counted as `missing_target`).
     """
     served = [tc for tc in teachers if tc.name in meta["teachers"]]
     problems = []

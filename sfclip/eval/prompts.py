@@ -99,7 +99,8 @@ def load_classnames(spec: ListSpec, language: str | None = None) -> list[str]:
 
 def load_templates(spec: ListSpec, language: str | None = None) -> list[str]:
     """Resolve a template spec to a list; every template must contain `{c}` (or the positional `{}`)."""
-    templates = [t.replace("{}", "{c}") for t in _load_list(spec, language, "templates", "templates", BUILTIN_TEMPLATES)]
+    loaded = _load_list(spec, language, "templates", "templates", BUILTIN_TEMPLATES)
+    templates = [t.replace("{}", "{c}") for t in loaded]
     bad = [t for t in templates if "{c}" not in t]
     if not templates or bad:
         raise ValueError(f"templates must be non-empty and each contain '{{c}}' or '{{}}'; offending: {bad[:3]}")

@@ -98,4 +98,6 @@ class ContrastiveLoss(nn.Module):
         scale = log_scale.exp()
         if self.kind == "clip":
             return clip_loss(image, text, scale)
+        if logit_bias is None:
+            raise ValueError("the siglip loss needs the model's logit_bias")
         return siglip_loss(image, text, scale, logit_bias)

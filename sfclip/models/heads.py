@@ -41,6 +41,12 @@ class HeadConfig:
 class DistillHead(nn.Module):
     """Student tokens (..., Ds) -> predicted teacher features (..., Dt), plus target normalization."""
 
+    net: nn.Module
+    # Buffers of norm="running" only.
+    target_mean: torch.Tensor  # (Dt,)
+    target_var: torch.Tensor  # (Dt,)
+    target_count: torch.Tensor  # () long: batches seen
+
     def __init__(self, cfg: HeadConfig, in_dim: int, momentum: float = 0.01) -> None:
         super().__init__()
         self.cfg = cfg
@@ -67,7 +73,8 @@ class DistillHead(nn.Module):
             torch.distributed.all_reduce(stats)
             mean, var = stats / torch.distributed.get_world_size()
         # The first batch sets the statistics outright instead of blending them with the placeholder 0/1.
-        m = torch.where(self.target_count > 0, torch.tensor(self.momentum, device=t.device), torch.ones((), device=t.device))
+        m = torch.where(self.target_count > 0, torch.tensor(self.momentum, device=t.device),
+                        torch.ones((), device=t.device))
         self.target_mean.lerp_(mean, m)
         self.target_var.lerp_(var, m)
         self.target_count += 1

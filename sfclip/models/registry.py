@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .clip import SFCLIP, ModelConfig
 from .text import TextConfig
@@ -45,9 +47,9 @@ def resolve_model_config(name: str, overrides: dict[str, Any] | None = None) -> 
             nested[k] = v
     try:
         merged = OmegaConf.merge(base, OmegaConf.create(nested), OmegaConf.from_dotlist(dotted))
-    except Exception as e:  # omegaconf's errors carry the full key; keep just the first line
+    except OmegaConfBaseException as e:  # they carry the full key; keep just the first line
         raise ValueError(f"bad override for model {name!r}: {str(e).splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+    return cast(ModelConfig, OmegaConf.to_object(merged))  # a structured merge of ModelConfig
 
 
 def create_model(name: str, **overrides: Any) -> SFCLIP:

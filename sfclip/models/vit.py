@@ -28,7 +28,8 @@ class VisionConfig:
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
-            raise ValueError(f"vision.image_size {self.image_size} is not a multiple of vision.patch_size {self.patch_size}")
+            raise ValueError(f"vision.image_size {self.image_size} is not a multiple of "
+                             f"vision.patch_size {self.patch_size}")
         if self.width % self.heads:
             raise ValueError(f"vision.width {self.width} is not divisible by vision.heads {self.heads}")
         if self.pool not in ("cls", "mean"):
@@ -93,7 +94,8 @@ class VisionTransformer(nn.Module):
         keep_idx = None
         if mask is not None:
             if mask.shape != x.shape[:2]:
-                raise ValueError(f"patch mask has shape {tuple(mask.shape)}, expected {tuple(x.shape[:2])} for this input")
+                raise ValueError(f"patch mask has shape {tuple(mask.shape)}, expected {tuple(x.shape[:2])} "
+                                 "for this input")
             if mask_mode == "replace":
                 x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
             elif mask_mode != "drop":

@@ -21,7 +21,8 @@ def build_teacher(cfg: TeacherConfig, student_grid: int | None = None) -> Teache
     patch grid equals the student's (`student_grid * teacher_patch`).
     """
     if not cfg.source:
-        raise ValueError(f"teacher {cfg.name!r} has no source; e.g. source=hf:facebook/dinov2-base or offline:dinov2-small")
+        raise ValueError(f"teacher {cfg.name!r} has no source; e.g. source=hf:facebook/dinov2-base or "
+                         "offline:dinov2-small")
     try:
         return _build(cfg, student_grid)
     except OSError as e:

@@ -86,13 +86,13 @@ class Teacher(nn.Module):
         """The dtype this teacher computes in on `device` ("auto" resolved by `sfclip.precision`)."""
         return self.compute_dtype if self.compute_dtype is not None else auto_dtype(device)
 
-    def freeze(self) -> "Teacher":
+    def freeze(self) -> Teacher:
         """Freeze every parameter and switch to eval mode; call at the end of `__init__`."""
         for p in self.parameters():
             p.requires_grad_(False)
         return super().train(False)
 
-    def train(self, mode: bool = True) -> "Teacher":
+    def train(self, mode: bool = True) -> Teacher:
         # A teacher is never trained: its parent's .train() must not turn on dropout or batch-norm updates.
         return super().train(False)
 

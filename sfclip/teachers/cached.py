@@ -23,7 +23,7 @@ class CachedVisionTeacher(VisionTeacher):
         self.freeze()
 
     @classmethod
-    def from_meta(cls, name: str, meta: dict, cache: str = "") -> "CachedVisionTeacher":
+    def from_meta(cls, name: str, meta: dict, cache: str = "") -> CachedVisionTeacher:
         """From one teacher's entry in a cache's `meta.json`."""
         return cls(name, int(meta["width"]), int(meta["image_size"]), int(meta["patch_size"]), cache)
 

@@ -155,9 +155,11 @@ def load_hf_text(name: str, source: str, layers: list[int] | None = None,
 
     check_local_source(name, source)
     tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
-    model = AutoModel.from_pretrained(source, add_pooling_layer=False) if _has_pooler(source) else AutoModel.from_pretrained(source)
+    pooler = {"add_pooling_layer": False} if _has_pooler(source) else {}
+    model = AutoModel.from_pretrained(source, **pooler)
     meta = _teacher_meta(source)
-    return HFTextTeacher(name, model, tokenizer, meta.get("pooling", "mean"), meta.get("text_prefix", ""), layers, dtype)
+    return HFTextTeacher(name, model, tokenizer, meta.get("pooling", "mean"), meta.get("text_prefix", ""), layers,
+                         dtype)
 
 
 def _has_pooler(source: str) -> bool:

@@ -14,7 +14,7 @@ class TimmVisionTeacher(VisionTeacher):
 
     def __init__(self, name: str, model, image_size: int, patch_size: int, mean, std,
                  dtype: torch.dtype = torch.float32) -> None:
-        width = int(getattr(model, "num_features", 0) or getattr(model, "embed_dim"))
+        width = int(getattr(model, "num_features", 0) or model.embed_dim)
         super().__init__(name, width, image_size, patch_size, tuple(mean), tuple(std), dtype)
         self.model = model
         self.num_prefix = int(getattr(model, "num_prefix_tokens", 0))

@@ -77,7 +77,7 @@ class EvalHook:
             name = t.name or t.task
             try:
                 metrics = evaluate(t.task, model, tokenizer, **kwargs)
-            except Exception:  # noqa: BLE001 - a broken eval set must not kill a long run
+            except Exception:  # a broken eval set must not kill a long run (logged with its traceback)
                 log.exception("eval task %s failed; training continues", name)
                 continue
             results.update({f"eval/{name}/{k}": float(v) for k, v in metrics.items()})

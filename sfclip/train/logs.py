@@ -89,7 +89,8 @@ class MetricLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        clean = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else str(v)) for k, v in metrics.items()}
+        clean = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else str(v))
+                 for k, v in metrics.items()}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **clean}) + "\n")
         for k, v in clean.items():

@@ -108,7 +108,8 @@ class Trainer:
         self.skipped = Counter()
         self.stop_requested = False
         self.eval_hook = eval_hook if eval_hook is not None else EvalHook(cfg.eval, cfg.data)
-        self.metrics = MetricLogger(self.run_dir, cfg.log, config_dict=dataclasses.asdict(cfg), enabled=self.dist.is_main)
+        self.metrics = MetricLogger(self.run_dir, cfg.log, config_dict=dataclasses.asdict(cfg),
+                                    enabled=self.dist.is_main)
         self.last_checkpoint = None
         self._saved_step = None  # the step whose checkpoint is already in this run's folder
         self.data_positions: list[int] = []  # per logical data worker: stream position after its last batch
@@ -181,7 +182,8 @@ class Trainer:
         path = find_resume(self.run_dir, self.cfg.train.resume)
         if path is None:
             if self.cfg.train.resume:
-                log.info("train.resume=%s: no checkpoint yet in %s, starting fresh", self.cfg.train.resume, self.run_dir)
+                log.info("train.resume=%s: no checkpoint yet in %s, starting fresh", self.cfg.train.resume,
+                         self.run_dir)
             return None
         from safetensors.torch import load_file
 

@@ -16,8 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import (CheckpointError, atomic_dir, atomic_write_text, checkpoint_step, disk_full, fault_point,
-                          list_checkpoints, newest_checkpoint, save_student, verify_checkpoint, write_manifest)
+from ..checkpoint import (
+    CheckpointError,
+    atomic_dir,
+    atomic_write_text,
+    checkpoint_step,
+    disk_full,
+    fault_point,
+    list_checkpoints,
+    newest_checkpoint,
+    save_student,
+    verify_checkpoint,
+    write_manifest,
+)
 
 __all__ = ["save_training_checkpoint", "find_resume", "load_training_state", "rng_state", "set_rng_state"]
 
@@ -27,8 +38,8 @@ log = logging.getLogger(__name__)
 def rng_state() -> dict:
     """Python, NumPy (legacy global) and torch RNG states in weights_only-loadable form."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": _to_lists(random.getstate()), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-             "torch": torch.get_rng_state()}
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]
+    state = {"python": _to_lists(random.getstate()), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -5,8 +5,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sfclip.models import HeadConfig, create_model, model_config
-from sfclip.models.flops import (EncoderShape, encoder_forward_flops, head_forward_flops, step_flops,
-                                 text_forward_flops, vision_forward_flops)
+from sfclip.models.flops import (
+    EncoderShape,
+    encoder_forward_flops,
+    head_forward_flops,
+    step_flops,
+    text_forward_flops,
+    vision_forward_flops,
+)
 
 
 def counted(fn) -> int:

@@ -22,12 +22,12 @@ def test_torchrun_two_ranks_match_one_process(tmp_path, shard_writer, recipe_wri
     common = {"data.num_samples": 16, "data.crop_scale": [1.0, 1.0], "data.ratio": [1.0, 1.0],
               "data.shuffle_buffer": 0, "objective.distill_fraction": 0.0, "train.steps": 3, "train.ckpt_every": 100,
               "optim.warmup_steps": 0}
-    one = recipe_writer(tmp_path / "one.yaml", shards, tiny_vision_teacher_dir, tiny_text_teacher_dir, tmp_path / "runs",
-                        **common, **{"data.batch_size": 16, "name": "one"})
-    two = recipe_writer(tmp_path / "two.yaml", shards, tiny_vision_teacher_dir, tiny_text_teacher_dir, tmp_path / "runs",
-                        **common, **{"data.batch_size": 8, "name": "two"})
+    teachers = (tiny_vision_teacher_dir, tiny_text_teacher_dir, tmp_path / "runs")
+    one = recipe_writer(tmp_path / "one.yaml", shards, *teachers, **common, **{"data.batch_size": 16, "name": "one"})
+    two = recipe_writer(tmp_path / "two.yaml", shards, *teachers, **common, **{"data.batch_size": 8, "name": "two"})
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    subprocess.run([sys.executable, "-m", "sfclip.cli", "train", str(one)], check=True, env=env, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "sfclip.cli", "train", str(one)], check=True, env=env, capture_output=True,
+                   timeout=600)
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "sfclip.cli", "train", str(two)], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

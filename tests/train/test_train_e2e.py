@@ -15,7 +15,8 @@ def read_metrics(run_dir):
 
 @pytest.mark.slow
 def test_cli_train_end_to_end(tmp_path, pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir, recipe_writer):
-    recipe = recipe_writer(tmp_path / "r.yaml", pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir, tmp_path / "runs")
+    recipe = recipe_writer(tmp_path / "r.yaml", pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir,
+                           tmp_path / "runs")
     assert main(["train", str(recipe), "train.steps=80"]) == 0
     run_dir = tmp_path / "runs" / "tiny"
     rows = [r for r in read_metrics(run_dir) if "loss" in r]
