@@ -6,14 +6,14 @@
 - `zeroshot_colour/<lang>/acc1`: the same scenes, classified by the object's colour (eight colours), each
   prompted by its bare colour word in that language. Colour is what both models learn first from these
   captions, so this isolates transfer to languages never seen in training from learning the concept at all.
-- `retrieval/{i2t,t2i}_r{1,5}`: caption <-> image retrieval on the multi-object test scenes, five
-  captions per image.
+- `retrieval/{i2t,t2i}_r{1,5}`: caption <-> image retrieval on the test scenes, five captions per image.
 - `segmentation/miou`: zero-shot segmentation from patch embeddings (`encode_patches`), each class
   prompted with the English templates and the background with the dataset's background names; the whole
-  scene is one 64 px window, as in training.
+  scene is one window at the student's resolution, as in training.
 - `linear_seg/miou`: a linear head on frozen patch tokens, trained on train-split scenes (per-patch
   majority labels), scored on the test scenes.
-- `linear_probe/acc1`: logistic regression on the frozen class token of single-object scenes.
+- `linear_probe/acc1`, `linear_probe_patch/acc1`: logistic regression on the frozen class token, and on
+  the mean of the frozen patch tokens (what per-patch distillation trains), of single-object scenes.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ __all__ = ["evaluate_student", "METRICS"]
 log = logging.getLogger(__name__)
 
 # Metrics every model reports, in table order (zero-shot languages are added per language).
-METRICS = ("retrieval/i2t_r1", "retrieval/t2i_r1", "segmentation/miou", "linear_seg/miou", "linear_probe/acc1")
+METRICS = ("linear_probe/acc1", "linear_probe_patch/acc1", "retrieval/i2t_r1", "retrieval/t2i_r1", "segmentation/miou",
+           "linear_seg/miou")
 
 
 def colour_dataset(classification_csv: Path) -> LabeledImages:
@@ -124,8 +125,9 @@ def evaluate_student(model: nn.Module, tokenizer, data: DemoData, mean: list[flo
                                 **{**common, "batch_size": 64})
     out["linear_seg/miou"] = m["miou"]
 
-    m = linear_probe.run(model, tokenizer, data.probe_train, data.classification, transform=transform,
-                         classnames=vocab.classnames("en", source), feature="cls", **common)
-    out["linear_probe/acc1"] = m["acc1"]
+    for feature, key in (("cls", "linear_probe"), ("mean_patch", "linear_probe_patch")):
+        m = linear_probe.run(model, tokenizer, data.probe_train, data.classification, transform=transform,
+                             classnames=vocab.classnames("en", source), feature=feature, **common)
+        out[f"{key}/acc1"] = m["acc1"]
     return {k: float(v) for k, v in out.items()}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from sfclip.demo import vocab
 from sfclip.demo.evaluate import METRICS
 
-__all__ = ["comparison_table", "write_results", "plot_losses", "plot_languages", "read_metrics", "metric_order"]
+__all__ = ["REFERENCES", "comparison_table", "write_results", "plot_losses", "plot_languages", "read_metrics", "metric_order"]
 
 
 def metric_order() -> list[str]:
@@ -18,6 +18,10 @@ def metric_order() -> list[str]:
     for task in ("zeroshot", "zeroshot_colour"):
         rows += [*(f"{task}/{lang}/acc1" for lang in vocab.LANGUAGES), f"{task}/mean_other/acc1"]
     return [*rows, *METRICS, "train/seconds"]
+
+
+# Rows that describe the budget and the teacher rather than either model (`sfclip demo --references`).
+REFERENCES = ("reference/supervised/acc1", "reference/teacher_cls/acc1", "reference/teacher_patch/acc1")
 
 
 def _cell(v: float | None, seconds: bool = False) -> str:
@@ -40,6 +44,10 @@ def comparison_table(budgets: dict[int, dict[str, dict[str, float]]]) -> str:
             row += [_cell(a, secs), _cell(b, secs),
                     "" if a is None or b is None else (f"{a - b:+.0f}" if secs else f"{a - b:+.3f}")]
         rows.append(row)
+    main = next(iter(budgets.values()))
+    for key in REFERENCES:  # one value for the whole comparison, shown once
+        if key in main.get("reference", {}):
+            rows.append([key, _cell(main["reference"][key]), "", ""] + [""] * (len(head) - 4))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [head, *rows]]
@@ -50,7 +58,8 @@ def comparison_table(budgets: dict[int, dict[str, dict[str, float]]]) -> str:
 def write_results(path: Path, budgets: dict[int, dict[str, dict[str, float]]], extra: dict) -> Path:
     """`results.json`: `sfclip` / `clip` at the main (first) budget at the top, every budget under `budgets`."""
     main = next(iter(budgets))
-    data = {"sfclip": budgets[main]["sfclip"], "clip": budgets[main]["clip"], "main_budget": main,
+    data = {"sfclip": budgets[main]["sfclip"], "clip": budgets[main]["clip"],
+            **({"reference": budgets[main]["reference"]} if "reference" in budgets[main] else {}), "main_budget": main,
             "budgets": {str(k): v for k, v in budgets.items()}, **extra}
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -65,6 +74,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [r for r in rows if "loss" in r]
 
 
+REF_STYLES = {"dataset_mean": ":", "position_mean": "--", "sample_mean": "-."}
+
+
 def plot_losses(runs: dict[str, Path], path: Path, title: str) -> Path:
     """One PNG: the contrastive loss of every run and the distillation losses of those that have them."""
     from matplotlib.figure import Figure
@@ -76,9 +88,17 @@ def plot_losses(runs: dict[str, Path], path: Path, title: str) -> Path:
         steps = [r["step"] for r in rows]
         ax_c.plot(steps, [r["contrastive_loss"] for r in rows], label=name)
         for key in sorted({k for r in rows for k in r if k.endswith("_loss") and k not in ("loss", "contrastive_loss")}):
-            ax_d.plot(steps, [r.get(key, float("nan")) for r in rows], label=f"{name}: {key.removesuffix('_loss')}")
+            teacher = key.removesuffix("_loss")
+            line, = ax_d.plot(steps, [r.get(key, float("nan")) for r in rows], label=f"{name}: {teacher}")
+            # The objective's reference levels for this teacher, in the same colour: a loss that stays on
+            # the per-position line has learned a spatial prior only (sfclip.objective, log_references).
+            for ref, style in REF_STYLES.items():
+                values = [r.get(f"{teacher}_ref/{ref}", float("nan")) for r in rows]
+                if any(not math.isnan(v) for v in values):
+                    ax_d.plot(steps, values, linestyle=style, linewidth=1, color=line.get_color(), alpha=0.8,
+                              label=f"{teacher}: {ref.replace('_', ' ')}")
     ax_c.set(title="contrastive loss", xlabel="step")
-    ax_d.set(title="distillation losses", xlabel="step")
+    ax_d.set(title="distillation losses and their reference levels", xlabel="step")
     for ax in (ax_c, ax_d):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -31,8 +31,7 @@ from pathlib import Path
 
 import torch
 
-from sfclip.demo.scenes import SceneConfig
-from sfclip.demo.settings import MODELS, DemoSettings, demo_settings, run_config, teacher_configs
+from sfclip.demo.settings import MODELS, DemoSettings, demo_settings, run_config, scene_config, teacher_configs
 
 __all__ = ["run_demo", "MissingRequirement"]
 
@@ -54,6 +53,23 @@ def _stage(times: dict, name: str, number: int, total: int):
     yield
     times[name] = round(time.perf_counter() - t0, 1)
     _say(f"== {name}: {times[name]:.0f}s ==")
+
+
+def machine() -> dict:
+    """What the timings were measured on: CPU model and torch's CPU capability (AVX2 vs AVX-512 matters)."""
+    from sfclip.precision import bf16_reason
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    native, why = bf16_reason("cpu")
+    return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "bf16_native": native, "bf16_reason": why, "torch": torch.__version__, "platform": platform.platform()}
 
 
 def check_requirements(s: DemoSettings) -> None:
@@ -156,11 +172,12 @@ def train_and_evaluate(s: DemoSettings, kind: str, pairs: int, paths: dict, seed
 
 
 def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 0,
-             train_pairs: list[int] | None = None, *, efficientnet: bool = False) -> dict:
+             train_pairs: list[int] | None = None, *, efficientnet: bool = False, references: bool = False) -> dict:
     """Run the whole comparison into `out_dir`; returns what `results.json` holds.
 
     train_pairs: training budgets in pairs (rounded to whole shards of 250); the first is the main one.
     efficientnet: add EfficientNet-Lite0 as a second vision teacher of SF-CLIP.
+    references: also train the supervised ceiling and probe the vision teacher (`sfclip.demo.references`).
     """
     from sfclip.demo.data import prepare_data
     from sfclip.demo.report import comparison_table, plot_languages, plot_losses, write_results
@@ -172,13 +189,16 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     s.efficientnet = efficientnet
     check_requirements(s)
     times: dict[str, float] = {}
+    m = machine()
     _say(f"sfclip demo{' --quick' if quick else ''}: SF-CLIP vs CLIP, budgets {s.budgets} pairs, "
-         f"{s.samples_seen} samples seen per run, output in {out}")
+         f"{s.samples_seen} samples seen per run ({s.steps} steps of {s.batch_size}), output in {out}")
+    _say(f"machine: {m['cpu']}, torch CPU capability {m['cpu_capability']}, {m['threads']} threads; teachers "
+         f"compute in {'bf16' if m['bf16_native'] else 'fp32'} ({m['bf16_reason']})")
     with _stage(times, "teachers", 1, 5):
         folders = convert_teachers()
     with _stage(times, "data", 2, 5):
         source = object_source()
-        data = prepare_data(out / "data", s, seed, SceneConfig(source=source))
+        data = prepare_data(out / "data", s, seed, scene_config(s, source))
         ctx = int(s.overrides.get("text.context_length", 77))
         tokenizer_dir = baseline_tokenizer(folders["multilingual-e5-small"], ctx, out / "data" / "tokenizer")
     with _stage(times, "targets", 3, 5):
@@ -189,19 +209,27 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     with _stage(times, "train + evaluate", 4, 5):
         for pairs in s.budgets:
             budgets[pairs] = {kind: train_and_evaluate(s, kind, pairs, paths, seed, source) for kind in MODELS}
+        if references:
+            from sfclip.demo.references import supervised_ceiling, teacher_probe
+
+            cfg = run_config(s, "clip", s.budgets[0], data.train, out / "runs", seed, e5_folder=tokenizer_dir)
+            _say("-- references: the supervised ceiling and the teacher's own probe --")
+            budgets[s.budgets[0]]["reference"] = {
+                **supervised_ceiling(s, data, cfg.data.mean, cfg.data.std, seed, source),
+                **teacher_probe(s, data, source)}
     with _stage(times, "report", 5, 5):
         for pairs in s.budgets:
             plot_losses({kind: out / "runs" / f"{kind}_{pairs}" for kind in MODELS}, out / f"loss_{pairs}.png",
                         f"{pairs} training pairs, {s.samples_seen} samples seen")
         plot_languages(budgets, out / "languages.png")
         times["total"] = round(time.perf_counter() - t_start, 1)
-        extra = {"settings": {"quick": quick, "seed": seed, "objects": source, **vars(s)},
+        extra = {"settings": {"quick": quick, "seed": seed, "objects": source, "references": references, **vars(s)},
                  "command": " ".join(["sfclip", *sys.argv[1:]]) if sys.argv and "sfclip" in sys.argv[0] else "",
                  "stage_seconds": times, "wall_seconds": times["total"],
-                 "machine": {"cpus": torch.get_num_threads(), "torch": torch.__version__,
-                             "platform": platform.platform()}}
+                 "machine": machine()}
         path = write_results(out / "results.json", budgets, extra)
     _say("\n" + comparison_table(budgets))
+    _say(f"\nexplore the SF-CLIP model: sfclip serve {out / 'runs' / f'sfclip_{s.budgets[0]}'}")
     _say(f"\nwall time {times['total']:.0f}s (stages: "
          + ", ".join(f"{k} {v:.0f}s" for k, v in times.items() if k != "total") + f"); results in {path}")
     return json.loads(path.read_text())
