@@ -17,7 +17,8 @@ pytestmark = [
 ]
 
 KEYS = [f"{task}/{lang}/acc1" for task in ("zeroshot", "zeroshot_colour") for lang in vocab.LANGUAGES] + [
-    "retrieval/i2t_r1", "retrieval/t2i_r1", "segmentation/miou", "linear_probe/acc1", "train/seconds"]
+    "retrieval/i2t_r1", "retrieval/t2i_r1", "segmentation/miou", "linear_seg/miou", "linear_probe/acc1",
+    "linear_probe_patch/acc1", "train/seconds"]
 
 
 @pytest.mark.slow
@@ -27,30 +28,38 @@ def test_quick_demo(tmp_path, capsys):
     printed = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     budgets = [int(b) for b in results["budgets"]]
-    assert len(budgets) == 2 and budgets[0] < budgets[1] and results["main_budget"] == budgets[0]
+    assert budgets == [results["main_budget"]]  # one budget: the compute goes into steps, not a second run
+    pairs = budgets[0]
     for model in ("sfclip", "clip"):
-        assert results[model] == results["budgets"][str(budgets[0])][model]
-        for pairs in budgets:
-            metrics = results["budgets"][str(pairs)][model]
-            for key in KEYS:
-                assert key in metrics, (model, pairs, key)
-                if key == "train/seconds":
-                    assert metrics[key] > 0
-                else:
-                    assert 0.0 <= metrics[key] <= 1.0, (model, pairs, key, metrics[key])
-            assert (out / "runs" / f"{model}_{pairs}" / "checkpoints" / "latest").is_file()
-            assert list((out / "pictures" / f"{model}_{pairs}").glob("zeroshot_seg_*.png"))
-    for pairs in budgets:
-        assert (out / f"loss_{pairs}.png").stat().st_size > 1000
-        assert f"sfclip@{pairs}" in printed and f"clip@{pairs}" in printed
+        metrics = results[model]
+        assert metrics == results["budgets"][str(pairs)][model]
+        for key in KEYS:
+            assert key in metrics, (model, key)
+            if key == "train/seconds":
+                assert metrics[key] > 0
+            else:
+                assert 0.0 <= metrics[key] <= 1.0, (model, key, metrics[key])
+        assert (out / "runs" / f"{model}_{pairs}" / "checkpoints" / "latest").is_file()
+        assert list((out / "pictures" / f"{model}_{pairs}").glob("zeroshot_seg_*.png"))
+    assert (out / f"loss_{pairs}.png").stat().st_size > 1000
+    assert f"sfclip@{pairs}" in printed and f"clip@{pairs}" in printed
     assert (out / "languages.png").stat().st_size > 1000
-    assert "zeroshot/ja/acc1" in printed and "zeroshot_colour/ja/acc1" in printed and results["wall_seconds"] > 0
+    assert "zeroshot/ja/acc1" in printed and "linear_probe_patch/acc1" in printed and results["wall_seconds"] > 0
+    assert "sfclip serve " + str(out / "runs" / f"sfclip_{pairs}") in printed
+    assert results["machine"]["cpu_capability"] and "bf16_native" in results["machine"]
     # The SF-CLIP runs read the target cache; the CLIP runs have no teachers at all.
-    sf_cfg = (out / "runs" / f"sfclip_{budgets[0]}" / "config.yaml").read_text()
-    clip_cfg = (out / "runs" / f"clip_{budgets[0]}" / "config.yaml").read_text()
+    sf_cfg = (out / "runs" / f"sfclip_{pairs}" / "config.yaml").read_text()
+    clip_cfg = (out / "runs" / f"clip_{pairs}" / "config.yaml").read_text()
     assert str(out / "targets") in sf_cfg and "distill_fraction: 0.0" in clip_cfg
     meta = json.loads((out / "targets" / "meta.json").read_text())
-    assert meta["num_rows"] == budgets[-1] and set(meta["teachers"]) == {"dinov2", "e5"}
+    assert meta["num_rows"] == pairs and set(meta["teachers"]) == {"dinov2", "e5"}
+    assert meta["teachers"]["dinov2"]["computed_in"] in ("float32", "bfloat16")
+    # Every distillation loss is logged beside its three reference levels.
+    rows = [json.loads(line) for line in (out / "runs" / f"sfclip_{pairs}" / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "dinov2_loss" in r][-1]
+    for teacher in ("dinov2", "e5"):
+        refs = [last[f"{teacher}_ref/{k}"] for k in ("dataset_mean", "position_mean", "sample_mean")]
+        assert all(v > 0 for v in refs), (teacher, refs)
 
 
 def test_missing_requirement_is_named(tmp_path, monkeypatch, capsys):

@@ -17,6 +17,8 @@ from sfclip.demo.settings import demo_settings, run_config, teacher_configs
 from sfclip.objective import ObjectiveConfig
 from sfclip.teachers.cached import CachedVisionTeacher
 
+GRID = demo_settings().image_size // 8  # the demo student's patch grid (8 px patches)
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
@@ -37,20 +39,21 @@ def multi_teacher(tmp_path_factory):
     cache_cfg = copy.deepcopy(cfg.data)
     cache_cfg.train_data = str(root / "train" / "00000.tar")  # 64 scenes: enough for a few batches, quick to fill
     cache = build_target_cache(cache_cfg, teacher_configs(s), root / "targets", batch_size=32,
-                               context_length=s.overrides["text.context_length"], student_grid=8,
+                               context_length=s.overrides["text.context_length"], student_grid=GRID,
                                prebuilt=teachers, progress=False)
     return s, cfg, teachers, cache
 
 
 def test_teachers_meet_the_student_grid(multi_teacher):
     s, cfg, teachers, cache = multi_teacher
-    assert teachers["dinov2"].image_size == 112 and teachers["dinov2"].grid == (8, 8)
-    assert teachers["efficientnet"].image_size == 256 and teachers["efficientnet"].grid == (8, 8)
+    assert teachers["dinov2"].image_size == 14 * GRID and teachers["dinov2"].grid == (GRID, GRID)
+    assert teachers["efficientnet"].image_size == 32 * GRID and teachers["efficientnet"].grid == (GRID, GRID)
     import json
 
     meta = json.loads((cache / "meta.json").read_text())
     assert {n: t["shape"] for n, t in meta["teachers"].items()} == {
-        "dinov2": [64, 64, 384], "efficientnet": [64, 64, 1280], "e5": [64, 48, 384]}
+        "dinov2": [64, GRID * GRID, 384], "efficientnet": [64, GRID * GRID, 1280],
+        "e5": [64, s.overrides["text.context_length"], 384]}
 
 
 def test_cached_equals_live_with_two_vision_teachers(multi_teacher):
@@ -60,7 +63,7 @@ def test_cached_equals_live_with_two_vision_teachers(multi_teacher):
     data.targets = str(cache)
     obj, tok = build_objective(cfg.objective, cfg.student, data.mean, data.std, teachers)
     live_cfg = copy.deepcopy(data)
-    live_cfg.targets, live_cfg.teacher_sizes = "", [112, 256]
+    live_cfg.targets, live_cfg.teacher_sizes = "", [14 * GRID, 32 * GRID]
     live = next(iter(build_train_loader(live_cfg, tok)[0]))
     cached = next(iter(build_train_loader(data, tok)[0]))
     assert live["__key__"] == cached["__key__"] and set(cached["targets"]) == {"dinov2", "efficientnet", "e5"}
