@@ -76,7 +76,7 @@ function chooseRow(r) {
   state.row = r.row;
   $("upload").value = "";
   $("current-image").src = `/api/thumb/${r.row}`;
-  $("current-name").textContent = `index row ${r.row}: ${r.key}`;
+  $("current-name").textContent = `index row ${r.row} (${r.key})${r.caption ? ": " + r.caption : ""}`;
   $("current").hidden = false;
   show("image-msg", "");
 }
