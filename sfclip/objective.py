@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import ContrastiveLoss, masked_distill_loss
+from .losses import DISTILL_LOSSES, ContrastiveLoss, masked_distill_loss
 from .masking import ImageMaskConfig, TextMaskConfig, bert_mask, patch_mask
 from .models import SFCLIP
 from .models.text import padded_length
@@ -53,6 +53,9 @@ class ObjectiveConfig:
             raise ValueError(f"objective.distill_fraction must be in [0, 1], got {self.distill_fraction}")
         if self.image_view not in ("separate", "shared"):
             raise ValueError(f"objective.image_view must be 'separate' or 'shared', got {self.image_view!r}")
+        for key in ("image_loss", "text_loss"):
+            if getattr(self, key) not in DISTILL_LOSSES:
+                raise ValueError(f"objective.{key} must be one of {DISTILL_LOSSES}, got {getattr(self, key)!r}")
         if self.distill_positions not in ("masked", "all"):
             raise ValueError(f"objective.distill_positions must be 'masked' or 'all', got {self.distill_positions!r}")
         names = [t.name for t in self.teachers]
@@ -161,7 +164,8 @@ class Objective(nn.Module):
         txt = self.student.text(ids[:, :L], am[:, :L])
         img_emb = F.normalize(vis["pooled"], dim=-1)
         txt_emb = F.normalize(txt["pooled"], dim=-1)
-        out = {"contrastive_loss": self.contrastive(img_emb, txt_emb, self.student.logit_scale, self.student.logit_bias)}
+        s = self.student
+        out = {"contrastive_loss": self.contrastive(img_emb, txt_emb, s.logit_scale, s.logit_bias)}
         weights = {"contrastive_loss": self.cfg.contrastive_weight}
 
         if vision_needed:

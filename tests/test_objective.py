@@ -124,7 +124,8 @@ def test_cached_targets_equal_live_teachers(obj_tok):
     k = obj.num_distill(8)
     teacher_in = obj._teacher_input(obj.teachers["dino"], batch, batch["image"], k)
     targets = {"dino": {"patch": obj.teachers["dino"](teacher_in)["patch"].half()},
-               "bert": {"tokens": obj.teachers["bert"](batch["input_ids"][:k], batch["attention_mask"][:k])["tokens"].half()}}
+               "bert": {"tokens": obj.teachers["bert"](batch["input_ids"][:k],
+                                                       batch["attention_mask"][:k])["tokens"].half()}}
     dino, bert = Spy(obj.teachers["dino"]), Spy(obj.teachers["bert"])
     cached = obj({**batch, "targets": targets})
     assert dino.sizes == [] and bert.sizes == []

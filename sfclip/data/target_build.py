@@ -141,7 +141,6 @@ def _done_keys(partial: Path, request: dict) -> list[str]:
     return []
 
 
-@torch.inference_mode()
 class CaptionMemo:
     """Text-teacher targets by caption, so a caption repeated in the data runs through the teacher once.
 

@@ -95,7 +95,8 @@ def evaluate_student(model: nn.Module, tokenizer, data: DemoData, mean: list[flo
     out: dict[str, float] = {}
     common = {"device": device, "progress": False, "batch_size": 128}
     objects = classification_dataset(data.classification, vocab.classnames("en", source))
-    heads = {lang: (vocab.classnames(lang, source), dict(zip(vocab.classnames(lang, source), vocab.prompts(lang, source))))
+    heads = {lang: (vocab.classnames(lang, source),
+                    dict(zip(vocab.classnames(lang, source), vocab.prompts(lang, source))))
              for lang in vocab.LANGUAGES}
     for lang, acc in _zeroshot_languages(model, tokenizer, objects, transform, heads, device, pictures_dir).items():
         out[f"zeroshot/{lang}/acc1"] = acc

@@ -9,7 +9,8 @@ from pathlib import Path
 from sfclip.demo import vocab
 from sfclip.demo.evaluate import METRICS
 
-__all__ = ["REFERENCES", "comparison_table", "write_results", "plot_losses", "plot_languages", "read_metrics", "metric_order"]
+__all__ = ["REFERENCES", "comparison_table", "write_results", "plot_losses", "plot_languages", "read_metrics",
+           "metric_order"]
 
 
 def metric_order() -> list[str]:
@@ -87,7 +88,8 @@ def plot_losses(runs: dict[str, Path], path: Path, title: str) -> Path:
         rows = read_metrics(run_dir)
         steps = [r["step"] for r in rows]
         ax_c.plot(steps, [r["contrastive_loss"] for r in rows], label=name)
-        for key in sorted({k for r in rows for k in r if k.endswith("_loss") and k not in ("loss", "contrastive_loss")}):
+        distill = {k for r in rows for k in r if k.endswith("_loss") and k not in ("loss", "contrastive_loss")}
+        for key in sorted(distill):
             teacher = key.removesuffix("_loss")
             line, = ax_d.plot(steps, [r.get(key, float("nan")) for r in rows], label=f"{name}: {teacher}")
             # The objective's reference levels for this teacher, in the same colour: a loss that stays on

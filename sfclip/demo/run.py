@@ -31,7 +31,14 @@ from pathlib import Path
 
 import torch
 
-from sfclip.demo.settings import MODELS, DemoSettings, demo_settings, run_config, scene_config, teacher_configs
+from sfclip.demo.settings import (
+    MODELS,
+    DemoSettings,
+    demo_settings,
+    run_config,
+    scene_config,
+    teacher_configs,
+)
 
 __all__ = ["run_demo", "MissingRequirement"]
 
@@ -123,7 +130,8 @@ def baseline_tokenizer(e5_folder: Path, context_length: int, out: Path) -> Path:
     """E5's tokenizer with E5's prompt prefix, saved for the CLIP baseline: both models see the same ids."""
     from sfclip.tokenizer import load_tokenizer
 
-    meta = json.loads((e5_folder / "sfclip_teacher.json").read_text()) if (e5_folder / "sfclip_teacher.json").is_file() else {}
+    meta_file = e5_folder / "sfclip_teacher.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     load_tokenizer(e5_folder, context_length, meta.get("text_prefix", "")).save(out)
     return out
 
@@ -156,7 +164,8 @@ def train_and_evaluate(s: DemoSettings, kind: str, pairs: int, paths: dict, seed
     t0 = time.perf_counter()
     summary = trainer.fit()
     seconds = time.perf_counter() - t0
-    _say(f"-- {kind}@{pairs}: {seconds:.0f}s, final contrastive loss {summary.get('contrastive_loss', float('nan')):.3f}; "
+    final = summary.get("contrastive_loss", float("nan"))
+    _say(f"-- {kind}@{pairs}: {seconds:.0f}s, final contrastive loss {final:.3f}; "
          "evaluating --")
     t1 = time.perf_counter()
     model = trainer.student.eval()

@@ -20,8 +20,8 @@ from typing import Any
 
 from sfclip.build import StudentConfig
 from sfclip.config import RunConfig, TrainConfig
-from sfclip.demo.scenes import SceneConfig
 from sfclip.data import DataConfig
+from sfclip.demo.scenes import SceneConfig
 from sfclip.masking import ImageMaskConfig
 from sfclip.models import resolve_model_config
 from sfclip.objective import ObjectiveConfig

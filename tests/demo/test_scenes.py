@@ -162,7 +162,8 @@ def test_eval_sets_layout(tmp_path):
     from sfclip.eval.prompts import load_classnames, load_templates
 
     path = base / "classnames.json"
-    assert load_classnames(path, "de") == vocab.prompt_names("de") and load_templates(path, "fr") == [t.replace("{}", "{c}") for t in vocab.templates("fr")]
+    assert load_classnames(path, "de") == vocab.prompt_names("de")
+    assert load_templates(path, "fr") == [t.replace("{}", "{c}") for t in vocab.templates("fr")]
 
     ret = json.loads(out["retrieval"].read_text())["images"]
     assert len(ret) == 12
