@@ -63,7 +63,7 @@ def create_app(explorer: Explorer, max_upload_bytes: int = 20 * 2**20) -> FastAP
             return JSONResponse(await run_in_threadpool(fn, *args))
         except (ValueError, LookupError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=404 if isinstance(exc, LookupError) else 400)
-        except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, the page gets one line
+        except Exception as exc:
             log.exception("%s failed", getattr(fn, "__name__", "request"))
             return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has the details"},
                                 status_code=500)

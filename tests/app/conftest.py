@@ -11,11 +11,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "index"))  # explore_fixtures, shared with tests/index
 
-from explore_fixtures import train_checkpoint, write_collection  # noqa: E402
+from explore_fixtures import train_checkpoint, write_collection
 
-import sfclip  # noqa: E402
-from sfclip.app import Explorer  # noqa: E402
-from sfclip.index import embed_images, open_image_source  # noqa: E402
+import sfclip
+from sfclip.app import Explorer
+from sfclip.index import embed_images, open_image_source
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 UPLOAD_LIMIT = 256 * 1024  # small, so that a test can send a file over it

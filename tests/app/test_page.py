@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("fastapi", reason="the app extra (fastapi, uvicorn, python-multipart) is not installed")
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e .[test])")
 
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 WAIT = 30
 
