@@ -54,7 +54,15 @@ def test_kill_and_resume(tmp_path, recipe):
     proc = subprocess.Popen([sys.executable, "-m", "sfclip.cli", "train", str(recipe), "name=killed",
                              "train.steps=400"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and not (run_dir / "checkpoints" / "step_00000008").exists():
+    pointer = run_dir / "checkpoints" / "latest"
+
+    def saved_step_8() -> bool:  # the pointer is written last: step 8 is then complete
+        try:
+            return int(pointer.read_text().strip().split("_")[1]) >= 8
+        except (OSError, ValueError, IndexError):
+            return False
+
+    while time.time() < deadline and not saved_step_8():
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
