@@ -99,7 +99,9 @@ def _teacher_meta(tc, teacher, rows: int, context_length: int, device: torch.dev
         out.update(image_size=int(teacher.image_size), patch_size=int(teacher.patch_size), grid=grid,
                    image_size_config=tc.image_size, align=tc.align, shape=[rows, grid[0] * grid[1], teacher.width])
     else:
-        out.update(context_length=context_length, prefix=teacher.prefix, vocab_size=len(teacher.tokenizer),
+        # The prefix changes every token the teacher sees; the pooling no per-token target, recorded for reference.
+        out.update(context_length=context_length, prefix=teacher.prefix, pooling=teacher.pooling,
+                   prefix_config=tc.prefix, pooling_config=tc.pooling, vocab_size=len(teacher.tokenizer),
                    shape=[rows, context_length, teacher.width])
     return out
 

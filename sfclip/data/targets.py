@@ -169,9 +169,18 @@ def _teacher_problems(tc, cached: dict, student_grid: int, context_length: int) 
         if want != size:
             problems.append(f"teacher {name!r}: the run renders it at {want} px (a {want // patch}x{want // patch} "
                             f"grid), the cache holds its {cached['grid'][0]}x{cached['grid'][1]} grid at {size} px")
-    elif context_length != cached["context_length"]:
-        problems.append(f"teacher {name!r}: context length {context_length} in the run, "
-                        f"{cached['context_length']} in the cache")
+    else:
+        if context_length != cached["context_length"]:
+            problems.append(f"teacher {name!r}: context length {context_length} in the run, "
+                            f"{cached['context_length']} in the cache")
+        from ..teachers.hf import text_options
+
+        # Only the prefix: it changes every token the teacher sees, while the pooling changes no cached token.
+        prefix, _ = text_options(tc.source, tc.prefix, tc.pooling)
+        if prefix != cached.get("prefix", ""):
+            problems.append(f"teacher {name!r}: text prefix {prefix!r} in the run, {cached.get('prefix', '')!r} in "
+                            "the cache (targets of other token sequences); rebuild the cache or set the teacher's "
+                            "prefix")
     return problems
 
 

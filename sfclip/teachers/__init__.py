@@ -40,7 +40,13 @@ def _build(cfg: TeacherConfig, student_grid: int | None) -> Teacher:
     if cfg.kind == "text":
         from .hf import load_hf_text
 
-        return load_hf_text(cfg.name, src.removeprefix("hf:"), cfg.layers, dtype)
+        from .hf import text_options
+
+        # The prefix and pooling are resolved from the configured source (an `offline:` name, a hub id), not
+        # from the folder it resolves to, so that they are what `check_run` expects.
+        prefix, pooling = text_options(cfg.source, cfg.prefix, cfg.pooling) if src != cfg.source else \
+            (cfg.prefix, cfg.pooling)
+        return load_hf_text(cfg.name, src.removeprefix("hf:"), cfg.layers, dtype, prefix, pooling)
     if src in ("efficientnet-lite0", "offline:efficientnet-lite0"):
         from .efficientnet import EfficientNetLite0Teacher
 

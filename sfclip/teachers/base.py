@@ -17,12 +17,15 @@ from ..losses.distill import DISTILL_LOSSES
 from ..models.heads import HEAD_KINDS, TARGET_NORMS, TOWERS
 from ..precision import auto_dtype
 
-__all__ = ["Teacher", "TeacherConfig", "VisionTeacher", "TextTeacher", "TEACHER_KINDS", "TEACHER_DTYPES"]
+__all__ = ["Teacher", "TeacherConfig", "VisionTeacher", "TextTeacher", "TEACHER_KINDS", "TEACHER_DTYPES",
+           "TEXT_POOLINGS"]
 
 # A teacher's kind is the student tower its head reads.
 TEACHER_KINDS = TOWERS
 _ALIGN = ("render", "resample")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+# How a text teacher pools its tokens into one vector; "auto" = the source's own metadata, else "mean".
+TEXT_POOLINGS = ("auto", "mean", "cls")
 
 
 @dataclass
@@ -53,6 +56,11 @@ class TeacherConfig:
     # The teacher's compute dtype: float32 | bfloat16 | float16, or "auto" = bf16 where the device computes it
     # natively (CUDA, CPUs with AVX512-BF16 / AMX), fp32 elsewhere (sfclip.precision).
     dtype: str = "auto"
+    # Text: the text the teacher expects before every input (E5's "query: "). None = the source's own
+    # metadata (`sfclip_teacher.json` in its folder, or the known default of its hub id, see
+    # `sfclip.teachers.hf.text_options`); "" = no prefix.
+    prefix: str | None = None
+    pooling: str = "auto"  # text: mean | cls | auto (the source's own metadata, else mean)
 
     def __post_init__(self) -> None:
         if self.kind not in TEACHER_KINDS:
@@ -69,6 +77,11 @@ class TeacherConfig:
             raise ValueError(f"teacher {self.name!r}: dtype must be one of {TEACHER_DTYPES}, got {self.dtype!r}")
         if self.weight < 0:
             raise ValueError(f"teacher {self.name!r}: weight must be >= 0, got {self.weight}")
+        if self.pooling not in TEXT_POOLINGS:
+            raise ValueError(f"teacher {self.name!r}: pooling must be one of {TEXT_POOLINGS}, got {self.pooling!r}")
+        if self.kind == "vision" and (self.prefix is not None or self.pooling != "auto"):
+            raise ValueError(f"teacher {self.name!r}: prefix and pooling are text-teacher options; a vision teacher "
+                             "takes neither")
 
 
 class Teacher(nn.Module):
@@ -137,6 +150,7 @@ class TextTeacher(Teacher):
 
     kind = "text"
     prefix = ""  # text the teacher expects before every input, e.g. E5's "query: "
+    pooling = "mean"  # how `pooled` is made from `tokens`: mean | cls
 
     def __init__(self, name: str, width: int, tokenizer, dtype: torch.dtype | None = torch.float32) -> None:
         super().__init__(name, width, dtype)

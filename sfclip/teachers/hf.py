@@ -1,8 +1,10 @@
 """Teachers from transformers models, by hub id or local folder.
 
 Vision: DINOv2 (with or without registers), ViT, and the vision towers of CLIP / SigLIP checkpoints.
-Text: BERT / XLM-R / E5-style encoders. A folder may carry `sfclip_teacher.json` with
-`{"text_prefix": "query: ", "pooling": "mean" | "cls"}` (the offline converters write one for E5).
+Text: BERT / XLM-R / E5-style encoders. A text teacher's prefix and pooling come from its `TeacherConfig`
+when set there, else from the source: a folder may carry `sfclip_teacher.json` with
+`{"text_prefix": "query: ", "pooling": "mean" | "cls"}` (the offline converters write one for E5), and
+E5 hub ids have a known default (`text_options`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -17,7 +20,8 @@ import torch.nn.functional as F
 
 from .base import TextTeacher, VisionTeacher, mean_pool
 
-__all__ = ["HFVisionTeacher", "HFTextTeacher", "load_hf_vision", "load_hf_text", "check_local_source"]
+__all__ = ["HFVisionTeacher", "HFTextTeacher", "load_hf_vision", "load_hf_text", "check_local_source",
+           "text_options"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,27 @@ def check_local_source(name: str, source: str) -> None:
 def _teacher_meta(source: str) -> dict:
     meta = Path(source) / "sfclip_teacher.json"
     return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+# Hub ids whose text convention is known: (pattern, prefix, pooling). E5 was trained with "query: " /
+# "passage: " prefixes and mean pooling (its model card); a caption is a query. `offline:multilingual-e5-*`
+# matches too, and agrees with the sfclip_teacher.json its converter writes.
+_KNOWN_TEXT = ((re.compile(r"^(hf:|offline:)?(intfloat/)?(multilingual-)?e5-(small|base|large)(-v2)?$"), "query: ",
+                "mean"),)
+
+
+def text_options(source: str, prefix: str | None = None, pooling: str = "auto") -> tuple[str, str]:
+    """The (prefix, pooling) a text teacher from `source` uses: the config's value when set (`prefix` not None,
+    `pooling` not "auto"), else the folder's `sfclip_teacher.json`, else the known default of the hub id
+    (E5: "query: ", mean), else no prefix and mean pooling. Reads one small file at most, loads no model."""
+    path = source.removeprefix("hf:")
+    meta = _teacher_meta(path) if not path.startswith("offline:") and Path(path).expanduser().is_dir() else {}
+    known = next(((pre, pool) for pattern, pre, pool in _KNOWN_TEXT if pattern.match(source)), ("", "mean"))
+    if prefix is None:
+        prefix = str(meta.get("text_prefix", known[0]))
+    if pooling == "auto":
+        pooling = str(meta.get("pooling", known[1]))
+    return prefix, pooling
 
 
 class HFVisionTeacher(VisionTeacher):
@@ -149,17 +174,17 @@ def _processor_size(proc) -> int | None:
 
 
 def load_hf_text(name: str, source: str, layers: list[int] | None = None,
-                 dtype: torch.dtype = torch.float32) -> HFTextTeacher:
-    """Load a transformers text encoder and its fast tokenizer."""
+                 dtype: torch.dtype = torch.float32, prefix: str | None = None,
+                 pooling: str = "auto") -> HFTextTeacher:
+    """Load a transformers text encoder and its fast tokenizer; `prefix` / `pooling` as in `text_options`."""
     from transformers import AutoModel, AutoTokenizer
 
     check_local_source(name, source)
     tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
     pooler = {"add_pooling_layer": False} if _has_pooler(source) else {}
     model = AutoModel.from_pretrained(source, **pooler)
-    meta = _teacher_meta(source)
-    return HFTextTeacher(name, model, tokenizer, meta.get("pooling", "mean"), meta.get("text_prefix", ""), layers,
-                         dtype)
+    prefix, pooling = text_options(source, prefix, pooling)
+    return HFTextTeacher(name, model, tokenizer, pooling, prefix, layers, dtype)
 
 
 def _has_pooler(source: str) -> bool:

@@ -172,6 +172,21 @@ def test_mismatching_cache_is_refused(setup, tiny_vision_teacher_dir, tiny_text_
         build_teachers(ocfg, scfg, str(tmp_path / "nothing"), data_cfg(spec))
 
 
+def test_the_text_prefix_is_recorded_and_checked(setup, tiny_vision_teacher_dir, tiny_text_teacher_dir):
+    spec, ocfg, scfg, obj, tok, cache = setup
+    bert = json.loads((cache / "meta.json").read_text())["teachers"]["bert"]
+    assert (bert["prefix"], bert["pooling"], bert["prefix_config"], bert["pooling_config"]) == ("", "mean", None, "auto")
+    dino, plain = ocfg.teachers
+
+    def run(**text_kw):
+        return ObjectiveConfig(teachers=[dino, TeacherConfig(name="bert", kind="text", source=plain.source, **text_kw)])
+
+    build_teachers(run(prefix=""), scfg, str(cache), data_cfg(spec))  # "" is what the cache holds: accepted
+    build_teachers(run(pooling="cls"), scfg, str(cache), data_cfg(spec))  # pooling changes no cached token
+    with pytest.raises(TargetCacheError, match="text prefix 'query: ' in the run, '' in the cache"):
+        build_teachers(run(prefix="query: "), scfg, str(cache), data_cfg(spec))
+
+
 def test_an_augmenting_crop_cannot_build_vision_targets(setup, tmp_path):
     spec, ocfg, scfg, obj, tok, cache = setup
     with pytest.raises(TargetCacheError, match="crop_scale"):
