@@ -23,7 +23,7 @@ from .train.eval_hook import EvalHookConfig
 from .train.logs import LogConfig
 from .train.optim import OptimConfig
 
-__all__ = ["ConfigError", "TrainConfig", "RunConfig", "load_config", "check_runnable", "to_yaml"]
+__all__ = ["ConfigError", "TrainConfig", "RunConfig", "load_config", "check_runnable", "to_yaml", "resolve_recipe"]
 
 
 @dataclass
@@ -33,7 +33,10 @@ class TrainConfig:
     epochs: float = 0.0
     samples: int = 0
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    grad_accum: int = 1  # micro-batches per optimizer step (each one's contrastive loss uses its own negatives)
+    # Micro-batches per optimizer step. The contrastive loss still scores the whole step's batch: a first pass
+    # without gradients embeds every micro-batch, and each micro-batch is then scored against all of them
+    # (OpenCLIP's feature-cached accumulation: the big batch's loss and gradients, for one extra forward).
+    grad_accum: int = 1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     ckpt_every: int = 1000  # steps; a checkpoint is also written at the end and on SIGTERM / Ctrl-C
@@ -89,9 +92,22 @@ def _first_line(e: Exception) -> str:
     return msg[0] if msg else type(e).__name__
 
 
+def resolve_recipe(recipe: str | Path) -> Path:
+    """A recipe file: the path when it exists, else the packaged recipe of that name (`sfclip recipes`)."""
+    from .recipes import find_recipe, list_recipes
+
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    packaged = find_recipe(str(recipe))
+    if packaged is not None:
+        return packaged
+    raise ConfigError(f"recipe {path} does not exist, and no packaged recipe has that name (packaged: "
+                      f"{', '.join(list_recipes())}; `sfclip recipes` describes them)")
+
+
 def _load_recipe(path: Path) -> DictConfig:
-    if not path.is_file():
-        raise ConfigError(f"recipe {path} does not exist")
+    path = resolve_recipe(path)
     try:
         node = OmegaConf.load(path)
     except yaml.YAMLError as e:
@@ -107,7 +123,8 @@ def _load_recipe(path: Path) -> DictConfig:
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Recipe YAML (optional) + `key.sub=value` overrides -> a validated RunConfig."""
+    """Recipe YAML (optional; a path or a packaged recipe's name) + `key.sub=value` overrides -> a validated
+    RunConfig."""
     base = OmegaConf.structured(RunConfig)
     layers = []
     if recipe is not None:
