@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import DISTILL_LOSSES, ContrastiveLoss, masked_distill_loss
+from .losses.contrastive import splice_rows
 from .masking import ImageMaskConfig, TextMaskConfig, bert_mask, patch_mask
 from .models import SFCLIP
 from .models.text import padded_length
@@ -135,7 +136,23 @@ class Objective(nn.Module):
             return 0
         return max(1, int(round(self.cfg.distill_fraction * batch_size)))
 
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def contrastive_features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalized image and text embeddings (B, E) the contrastive term scores, without gradients:
+        gradient accumulation's first pass, whose results come back to `forward` as `cached`."""
+        if self.cfg.image_view == "shared":
+            raise ValueError("objective.image_view=shared draws the contrastive view's mask in each pass, so it "
+                             "cannot be cached across micro-batches; use image_view=separate with train.grad_accum")
+        am = batch["attention_mask"]
+        L = int(padded_length(am))
+        img = self.student.visual(batch["image"])["pooled"]  # (B, D)
+        txt = self.student.text(batch["input_ids"][:, :L], am[:, :L])["pooled"]  # (B, D)
+        return F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+
+    def forward(self, batch: dict, cached: dict | None = None) -> dict[str, torch.Tensor]:
+        """`cached` (gradient accumulation): `{"image", "text"}` (N, E) from `contrastive_features` of every
+        micro-batch of the step, `"start"` (this batch's first row in them) and `"micro_batches"`; the
+        contrastive term then scores this batch's rows against all N (`losses.contrastive.splice_rows`)."""
         images, ids, am = batch["image"], batch["input_ids"], batch["attention_mask"]
         B = images.shape[0]
         k = self.num_distill(B)
@@ -164,6 +181,9 @@ class Objective(nn.Module):
         txt = self.student.text(ids[:, :L], am[:, :L])
         img_emb = F.normalize(vis["pooled"], dim=-1)
         txt_emb = F.normalize(txt["pooled"], dim=-1)
+        if cached is not None:
+            img_emb = splice_rows(cached["image"], img_emb, cached["start"], cached["micro_batches"])  # (N, E)
+            txt_emb = splice_rows(cached["text"], txt_emb, cached["start"], cached["micro_batches"])  # (N, E)
         s = self.student
         out = {"contrastive_loss": self.contrastive(img_emb, txt_emb, s.logit_scale, s.logit_bias)}
         weights = {"contrastive_loss": self.cfg.contrastive_weight}

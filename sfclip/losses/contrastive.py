@@ -3,6 +3,10 @@
 With several ranks, features are all-gathered *with* gradients and each rank scores its own rows against
 all columns (OpenCLIP's `gather_with_grad=True, local_loss=True`). The mean over ranks of the local
 losses, and the gradients DDP averages, equal the single-process loss on the concatenated batch.
+
+Under gradient accumulation, `splice_rows` puts one micro-batch's fresh features into the features of the
+whole accumulated batch (computed once without gradients), so that each micro-batch is scored against all
+of them (OpenCLIP's feature-cached accumulation) and the summed gradients equal the big batch's.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["gather_features", "clip_loss", "siglip_loss", "ContrastiveLoss"]
+__all__ = ["gather_features", "clip_loss", "siglip_loss", "ContrastiveLoss", "splice_rows"]
 
 
 def _world() -> tuple[int, int]:
@@ -55,6 +59,18 @@ def gather_features(x: torch.Tensor) -> torch.Tensor:
     if world == 1:
         return x
     return _GatherWithGrad.apply(x)
+
+
+def splice_rows(cached: torch.Tensor, rows: torch.Tensor, start: int, micro_batches: int) -> torch.Tensor:
+    """`cached` (N, E), no gradient, with rows `start:start+B` replaced by `rows` (B, E), which carry theirs.
+
+    Each of the `micro_batches` backward passes is of the loss divided by `micro_batches` (the train loop's
+    accumulation), yet must give these rows the whole loss's gradient, since no other pass reaches them: their
+    gradient is scaled up by `micro_batches` (the value is unchanged). Parameters the loss reads directly (the
+    temperature) get 1/micro_batches of it in each pass, the whole of it summed over the passes.
+    """
+    boosted = rows * micro_batches - rows.detach() * (micro_batches - 1)  # value: rows; gradient: x micro_batches
+    return torch.cat([cached[:start], boosted, cached[start + rows.shape[0]:]])  # (N, E)
 
 
 def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

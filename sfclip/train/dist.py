@@ -1,14 +1,25 @@
-"""Process-group setup for one process or many under torchrun (NCCL on GPU, gloo on CPU)."""
+"""Process-group setup for one process or many (NCCL on GPU, gloo on CPU), under torchrun or SLURM's srun.
+
+torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) win when present. Without
+them, a process started by `srun` with one task per GPU (as OpenCLIP supports) reads SLURM's:
+SLURM_PROCID -> RANK, SLURM_STEP_NUM_TASKS (else SLURM_NTASKS) -> WORLD_SIZE, SLURM_LOCALID -> LOCAL_RANK.
+MASTER_ADDR, unless set, is the first host of the step's node list (`scontrol show hostnames`), and
+MASTER_PORT, unless set, 20000 + SLURM_JOB_ID % 20000, so that two jobs sharing a node do not collide.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "barrier", "all_reduce_min", "all_gather_rows"]
+__all__ = ["DistInfo", "init_distributed", "launch_env", "barrier", "all_reduce_min", "all_gather_rows"]
+
+_TORCHRUN = ("RANK", "WORLD_SIZE")
 
 
 @dataclass
@@ -23,13 +34,48 @@ class DistInfo:
         return self.rank == 0
 
 
+def _scontrol_hostnames(nodelist: str) -> list[str]:
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ValueError(f"SLURM launch: cannot expand the node list {nodelist!r} with `scontrol show hostnames` "
+                         f"({exc}); set MASTER_ADDR to the first node's address") from None
+    return out.split()
+
+
+def launch_env(env: Mapping[str, str] | None = None,
+               hostnames: Callable[[str], list[str]] = _scontrol_hostnames) -> dict[str, str]:
+    """The torchrun-style variables this process needs that `env` lacks: {} under torchrun or when not under
+    srun; RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from SLURM's variables under srun."""
+    env = os.environ if env is None else env
+    if any(k in env for k in _TORCHRUN) or "SLURM_PROCID" not in env:
+        return {}
+    world = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or "1"
+    out = {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": world, "LOCAL_RANK": env.get("SLURM_LOCALID", "0")}
+    if int(world) > 1:
+        if "MASTER_ADDR" not in env:
+            nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+            if not nodes:
+                raise ValueError("SLURM launch: no SLURM_STEP_NODELIST / SLURM_JOB_NODELIST to find the first node; "
+                                 "set MASTER_ADDR")
+            # A single plain host needs no expansion; "node[01-04],gpu7" does.
+            out["MASTER_ADDR"] = nodes if not any(c in nodes for c in "[,") else hostnames(nodes)[0]
+        if "MASTER_PORT" not in env:
+            out["MASTER_PORT"] = str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
+    return out
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Read torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE) and start the process group if needed."""
+    """Read torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE), or SLURM's under srun (`launch_env`, written
+    into `os.environ` so that everything reading RANK agrees), and start the process group if needed."""
+    os.environ.update(launch_env())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda:
-        dev = torch.device("cuda", local)
+        # srun may bind each task to its own GPU (--gpus-per-task=1): it then sees one device, index 0.
+        dev = torch.device("cuda", 0 if torch.cuda.device_count() == 1 else local)
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu" if device == "auto" else device)

@@ -63,12 +63,18 @@ def setup_logging(rank: int, log_file: Path | None = None, level: int = logging.
 
 
 class MetricLogger:
-    """`log(step, metrics)` to `metrics.jsonl` (always), TensorBoard and W&B (when asked and installed)."""
+    """`log(step, metrics)` to `metrics.jsonl` (always), TensorBoard and W&B (when asked and installed).
+
+    The W&B run starts at `open_wandb(run_id)` (the trainer calls it once it knows whether it resumes, with the
+    run id its checkpoint stored, so that a resumed run continues the same W&B run), or at the first `log`.
+    """
 
     def __init__(self, run_dir: Path, cfg: LogConfig, config_dict: dict | None = None, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.run_dir, self.cfg, self.config_dict = Path(run_dir), cfg, config_dict
+        self.path = self.run_dir / "metrics.jsonl"
         self.tb = self.wandb = None
+        self._wandb_module = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,18 +83,31 @@ class MetricLogger:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise ImportError("log.tensorboard=true needs tensorboard: pip install 'sfclip[tensorboard]'") from None
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         if cfg.wandb:
-            try:
+            try:  # checked here, before any teacher or data loads; the run itself starts in open_wandb
                 import wandb
             except ImportError:
                 raise ImportError("log.wandb=true needs wandb: pip install 'sfclip[wandb]'") from None
-            self.wandb = wandb.init(project=cfg.wandb_project, name=Path(run_dir).name, config=config_dict,
-                                    dir=str(run_dir), resume="allow")
+            self._wandb_module = wandb
+
+    def open_wandb(self, run_id: str = "") -> None:
+        """Start the W&B run (once; no-op without log.wandb): a new one, or the run `run_id` continued."""
+        if self._wandb_module is None or self.wandb is not None:
+            return
+        self.wandb = self._wandb_module.init(project=self.cfg.wandb_project, name=self.run_dir.name,
+                                             config=self.config_dict, dir=str(self.run_dir), id=run_id or None,
+                                             resume="allow")
+
+    @property
+    def wandb_run_id(self) -> str:
+        """The W&B run's id ("" without W&B), stored in each checkpoint."""
+        return str(getattr(self.wandb, "id", "") or "")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
+        self.open_wandb()
         clean = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else str(v))
                  for k, v in metrics.items()}
         with open(self.path, "a", encoding="utf-8") as f:

@@ -1,8 +1,9 @@
 """The training loop: one process or many under torchrun, checkpoints, resume, logs and eval hooks.
 
 The loop only sees steps: the duration (steps, epochs or samples) is resolved once. Each step runs
-`grad_accum` micro-batches through the objective (the module DDP wraps), skips the update if any rank's
-loss is not finite, clips, steps AdamW and the schedule, and clamps the temperature.
+`grad_accum` micro-batches through the objective (the module DDP wraps; with several, the contrastive term
+scores the whole step's batch, see `_train_step`), skips the update if any rank's loss is not finite,
+clips, steps AdamW and the schedule, and clamps the temperature.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class Trainer:
     def __init__(self, cfg: RunConfig, eval_hook: EvalHook | None = None) -> None:
         if not (cfg.train.steps or cfg.train.epochs or cfg.train.samples):
             raise ValueError("no training duration: set train.steps, train.epochs or train.samples")
+        if cfg.train.grad_accum > 1 and cfg.objective.image_view == "shared":
+            raise ConfigError("train.grad_accum > 1 caches each micro-batch's contrastive features, which "
+                              "objective.image_view=shared draws with a fresh mask in every pass; use "
+                              "objective.image_view=separate (or train.grad_accum=1)")
         self.cfg = cfg
         self.dist = init_distributed(cfg.train.device)
         self.device = self.dist.device
@@ -111,6 +116,7 @@ class Trainer:
         self.metrics = MetricLogger(self.run_dir, cfg.log, config_dict=dataclasses.asdict(cfg),
                                     enabled=self.dist.is_main)
         self.last_checkpoint = None
+        self.wandb_run_id = ""  # the W&B run a resumed checkpoint was logging to
         self._saved_step = None  # the step whose checkpoint is already in this run's folder
         self.data_positions: list[int] = []  # per logical data worker: stream position after its last batch
 
@@ -163,7 +169,8 @@ class Trainer:
                 "samples_seen": self.samples_seen, "bad_steps_total": self.bad_steps_total,
                 "skipped": dict(self.skipped), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rng_state(), "objective_rng": self.objective.rng_state(), "world_size": self.dist.world_size}
+                "rng": rng_state(), "objective_rng": self.objective.rng_state(), "world_size": self.dist.world_size,
+                "wandb_run_id": self.metrics.wandb_run_id}
 
     def save(self) -> None:
         """Checkpoint this step (once: a stop on a checkpoint step, or a finished run resumed, saves nothing new)."""
@@ -198,6 +205,7 @@ class Trainer:
         for k in ("step", "epoch", "batch_in_epoch", "samples_seen", "bad_steps_total"):
             setattr(self, k, state[k])
         self.skipped = Counter(state["skipped"])
+        self.wandb_run_id = str(state.get("wandb_run_id", ""))
         set_rng_state(state["rng"])
         self.objective.set_rng_state(state["objective_rng"])
         self.last_checkpoint = path
@@ -238,6 +246,7 @@ class Trainer:
         self.total_steps = self._resolve_duration()
         if self.dist.is_main:  # only once the resume and the data are known to work
             (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+            self.metrics.open_wandb(self.wandb_run_id)  # a resumed run continues its W&B run
         self.scheduler = self._schedule()
         if self._pending is not None:
             self.optimizer.load_state_dict(self._pending[0])
@@ -302,26 +311,49 @@ class Trainer:
         batches.close()
         return last
 
+    def _next_batch(self, batches) -> dict:
+        """The next micro-batch on the device, its bookkeeping (skips, stream position) taken out."""
+        try:
+            batch = next(batches)
+        except RuntimeError as exc:  # a worker killed by the signal that asked us to stop
+            if not self.stop_requested:
+                raise
+            raise _LoaderStopped(str(exc).strip().splitlines()[-1]) from exc
+        self.skipped.update(batch.pop("skipped", {}))
+        worker, position = batch.pop("stream_position")
+        self.data_positions[worker] = position
+        return _to_device(batch, self.device)
+
+    def _cached_features(self, micro: list[dict], autocast) -> list[dict | None]:
+        """Gradient accumulation's first pass: every micro-batch's contrastive embeddings, without gradients,
+        so that each micro-batch is then scored against the whole step's batch (see `splice_rows`)."""
+        if len(micro) == 1:
+            return [None]
+        with torch.no_grad(), autocast():
+            feats = [self.objective.contrastive_features(b) for b in micro]
+        image, text = torch.cat([f[0] for f in feats]), torch.cat([f[1] for f in feats])  # (N, E)
+        starts = [sum(f[0].shape[0] for f in feats[:i]) for i in range(len(feats))]
+        return [{"image": image, "text": text, "start": start, "micro_batches": len(micro)} for start in starts]
+
     def _train_step(self, batches) -> tuple[dict, int]:
+        """One optimizer step over `grad_accum` micro-batches. The contrastive term scores the whole step's
+        batch (feature-cached accumulation: its loss and gradients are the big batch's); each distillation
+        term is its micro-batch's mean over its own first round(p * b) rows, averaged over the micro-batches
+        (as many distilled rows as the big batch, taken from every micro-batch instead of its first rows)."""
         cfg, accum = self.cfg, self.cfg.train.grad_accum
         self.model.train()
         dtype = _DTYPES.get(self.precision)
+
+        def autocast():
+            return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+        micro = [self._next_batch(batches) for _ in range(accum)]  # all first: the cached pass reads every one
         total, samples, out = 0.0, 0, {}
-        for micro in range(accum):
-            try:
-                batch = next(batches)
-            except RuntimeError as exc:  # a worker killed by the signal that asked us to stop
-                if not self.stop_requested:
-                    raise
-                raise _LoaderStopped(str(exc).strip().splitlines()[-1]) from exc
-            self.skipped.update(batch.pop("skipped", {}))
-            worker, position = batch.pop("stream_position")
-            self.data_positions[worker] = position
-            batch = _to_device(batch, self.device)
-            sync = micro == accum - 1 or not isinstance(self.model, DDP)
+        for i, (batch, cached) in enumerate(zip(micro, self._cached_features(micro, autocast))):
+            sync = i == accum - 1 or not isinstance(self.model, DDP)
             with (contextlib.nullcontext() if sync else self.model.no_sync()):
-                with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    out = self.model(batch)
+                with autocast():
+                    out = self.model(batch) if cached is None else self.model(batch, cached)
                 self.scaler.scale(out["loss"] / accum).backward()
             total = total + out["loss"].detach() / accum
             samples += batch["image"].shape[0] * self.dist.world_size

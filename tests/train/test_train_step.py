@@ -77,16 +77,46 @@ def test_the_loader_config_is_derived_and_the_run_config_left_as_validated(train
     assert sorted(batch["teacher_image"]) == sizes
 
 
-def test_wandb_gets_the_resolved_config(tmp_path, pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir,
-                                        recipe_writer, monkeypatch):
+def fake_wandb(monkeypatch) -> list[dict]:
+    """A `wandb` module that records each `init` call; a new run's id is "run-<n>"."""
     import sys
     import types
 
-    seen = {}
-    fake = types.ModuleType("wandb")
-    fake.init = lambda **kw: seen.update(kw) or types.SimpleNamespace(log=lambda *a, **k: None, finish=lambda: None)
-    monkeypatch.setitem(sys.modules, "wandb", fake)
+    inits: list[dict] = []
+
+    def init(**kw):
+        inits.append(kw)
+        return types.SimpleNamespace(id=kw.get("id") or f"run-{len(inits)}", log=lambda *a, **k: None,
+                                     finish=lambda: None)
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    return inits
+
+
+def test_wandb_gets_the_resolved_config(tmp_path, pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir,
+                                        recipe_writer, monkeypatch):
+    inits = fake_wandb(monkeypatch)
     recipe = recipe_writer(tmp_path / "r.yaml", pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir,
                            tmp_path / "runs", **{"train.steps": 2, "log.wandb": True})
-    Trainer(load_config(recipe))
-    assert seen["config"]["train"]["steps"] == 2 and seen["config"]["student"]["model"] == "test-tiny"
+    trainer = Trainer(load_config(recipe))
+    assert inits == []  # the run starts once the trainer knows whether it resumes
+    trainer._setup()
+    assert len(inits) == 1 and inits[0]["id"] is None and inits[0]["resume"] == "allow"
+    assert inits[0]["config"]["train"]["steps"] == 2 and inits[0]["config"]["student"]["model"] == "test-tiny"
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir,
+                                               recipe_writer, monkeypatch):
+    inits = fake_wandb(monkeypatch)
+    recipe = recipe_writer(tmp_path / "r.yaml", pair_shards, tiny_vision_teacher_dir, tiny_text_teacher_dir,
+                           tmp_path / "runs", **{"train.steps": 4, "train.ckpt_every": 100, "log.wandb": True,
+                                                 "train.resume": "latest"})
+    first = Trainer(load_config(recipe, ["train.max_steps_this_run=2"])).fit()
+    state = torch.load(f"{first['checkpoint']}/state.pt", weights_only=True)
+    assert first["step"] == 2 and state["wandb_run_id"] == "run-1"
+    second = Trainer(load_config(recipe)).fit()
+    assert second["step"] == 4
+    assert [kw["id"] for kw in inits] == [None, "run-1"] and inits[1]["resume"] == "allow"
+    # a fresh run (no checkpoint to resume) starts a new W&B run
+    Trainer(load_config(recipe, [f"output_dir={tmp_path / 'other'}", "train.steps=1"])).fit()
+    assert inits[2]["id"] is None
