@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from .models import SFCLIP, HeadConfig, ModelConfig, list_models, resolve_model_config
@@ -17,7 +18,7 @@ from .teachers import Teacher, TeacherConfig, TextTeacher, build_teacher
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["StudentConfig", "student_model_config", "build_objective", "build_student",
-           "build_teachers"]
+           "build_teachers", "build_run_targets"]
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +137,25 @@ def build_objective(ocfg: ObjectiveConfig, scfg: StudentConfig, image_mean: list
     student = build_student(scfg, teachers, tokenizer, ocfg.teachers)
     objective = Objective(ocfg, student, teachers, tokenizer.special_ids, tokenizer.mask_id, image_mean, image_std)
     return objective, tokenizer
+
+
+def build_run_targets(cfg: Any, device: str = "auto", batch_size: int = 64, progress: bool = True) -> Path:
+    """Build the target cache that a run config's `data.targets` names (`sfclip targets RECIPE`): every teacher
+    of `cfg.objective.teachers` over `cfg.data`, vision teachers sized for the student's grid, text targets at
+    its context length, so that the run then reads them. `cfg` is a `sfclip.config.RunConfig`; `device`
+    "auto" is CUDA where there is one. A complete cache of the same request is reused as it is."""
+    if not cfg.data.targets:
+        raise ValueError("data.targets is empty: name the folder to build the cache in, e.g. "
+                         "data.targets=/data/cc12m-targets (the run then reads it with the same setting)")
+    if not cfg.objective.teachers:
+        raise ValueError("the recipe has no teachers (objective.teachers is empty): there is nothing to cache")
+    import torch
+
+    from .data.target_build import build_target_cache
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    mcfg = cfg.student.model_config
+    return build_target_cache(cfg.data, cfg.objective.teachers, cfg.data.targets, batch_size=batch_size,
+                              device=device, context_length=mcfg.text.context_length, student_grid=mcfg.vision.grid,
+                              progress=progress)

@@ -45,7 +45,8 @@ from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["CheckpointError", "save_student", "load_student", "load", "image_stats", "atomic_dir",
            "atomic_write_text", "write_manifest", "verify_checkpoint", "list_checkpoints", "newest_checkpoint",
-           "recover_checkpoints", "read_pointer", "checkpoint_step", "disk_full", "fault_point", "FAULT_POINTS"]
+           "recover_checkpoints", "read_pointer", "checkpoint_step", "disk_full", "fault_point", "FAULT_POINTS",
+           "HUB_PREFIX", "hub_snapshot", "resolve_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -357,8 +358,36 @@ def load_student(folder: str | Path, map_location: str | torch.device = "cpu") -
     return model.to(map_location).eval()
 
 
-def _resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder (verified), or a run / `checkpoints/` folder (its newest checkpoint that verifies)."""
+HUB_PREFIX = "hf-hub:"
+
+
+def hub_snapshot(spec: str) -> Path:
+    """`hf-hub:org/name[@revision]` -> the local folder of that Hugging Face Hub repo's snapshot.
+
+    huggingface_hub downloads it into its cache once (HF_HUB_CACHE, default ~/.cache/huggingface/hub) and reads
+    it from there afterwards; with HF_HUB_OFFLINE=1 only the cache is read. `state.pt` is never fetched.
+    """
+    from huggingface_hub import snapshot_download
+
+    repo_id, _, revision = spec.removeprefix(HUB_PREFIX).partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise CheckpointError(f"{spec!r} is not {HUB_PREFIX}<org>/<name>[@revision]")
+    try:
+        folder = snapshot_download(repo_id, revision=revision or None, ignore_patterns=[STATE])
+    except Exception as exc:  # noqa: BLE001 - network, auth, missing repo and cache misses all end here
+        raise CheckpointError(f"{spec}: cannot get it from the Hugging Face Hub ({type(exc).__name__}: "
+                              f"{(str(exc).splitlines() or [''])[0]}); offline (HF_HUB_OFFLINE=1) it must already "
+                              "be in the hub cache (HF_HUB_CACHE)") from None
+    return Path(folder)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder (verified), a run / `checkpoints/` folder (its newest checkpoint that verifies), or
+    `hf-hub:org/name` (the Hub repo's snapshot, verified)."""
+    if str(path).startswith(HUB_PREFIX):
+        folder = hub_snapshot(str(path))
+        verify_checkpoint(folder)
+        return folder
     path = Path(path)
     if any((path / name).exists() for name in (WEIGHTS, MANIFEST, STATE, TOKENIZER)):
         verify_checkpoint(path)
@@ -375,11 +404,13 @@ def _resolve_checkpoint(path: str | Path) -> Path:
 def load(path: str | Path, device: str | torch.device = "cpu"):
     """`model, tokenizer, transform = sfclip.load(path)`: ready for `encode_image` / `encode_text`.
 
-    `path` is a checkpoint folder or a run folder (its newest complete checkpoint is used). The transform
+    `path` is a checkpoint folder, a run folder (its newest complete checkpoint is used) or
+    `hf-hub:org/name[@revision]` (a checkpoint pushed with `sfclip push`, fetched once into the Hugging Face
+    cache). The transform
     maps a PIL image to the normalized (3, S, S) tensor the model expects. A checkpoint that cannot be used
     raises `CheckpointError` naming the file.
     """
-    folder = _resolve_checkpoint(path)
+    folder = resolve_checkpoint(path)
     model = load_student(folder, device)
     if not (folder / TOKENIZER).is_dir():
         raise CheckpointError(f"{folder / TOKENIZER} is missing: encode_text needs the tokenizer the student "
@@ -398,7 +429,7 @@ def image_stats(path: str | Path) -> tuple[list[float], list[float]]:
     """The (mean, std) the checkpoint's student was trained with (OpenAI CLIP's when not recorded)."""
     from .data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-    cfg = OmegaConf.load(_resolve_checkpoint(path) / CONFIG)
+    cfg = OmegaConf.load(resolve_checkpoint(path) / CONFIG)
     if "data" in cfg:
         return list(cfg.data.mean), list(cfg.data.std)
     return list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD)

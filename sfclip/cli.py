@@ -1,8 +1,11 @@
 """The `sfclip` command line: it parses arguments and calls the library, nothing more.
 
-    sfclip train RECIPE.yaml [key.sub=value ...]     train (torchrun for several processes)
-    sfclip config RECIPE.yaml [key.sub=value ...]    print the resolved, validated config
+    sfclip train RECIPE [key.sub=value ...]          train (torchrun or srun for several processes)
+    sfclip config RECIPE [key.sub=value ...]         print the resolved, validated config
+    sfclip recipes                                   list the packaged recipes (RECIPE: a file or their name)
+    sfclip targets RECIPE [key.sub=value ...]        build the target cache that data.targets names
     sfclip eval CHECKPOINT --task TASK --data PATH    evaluate a checkpoint, CLIP_benchmark JSON out
+    sfclip push CHECKPOINT ORG/NAME                  upload a checkpoint and its model card to the HF Hub
     sfclip demo [--quick]                            the built-in SF-CLIP vs CLIP benchmark
     sfclip scenes OUT_DIR [--train N] [--eval N]      write the built-in dataset (shards + eval sets)
     sfclip models                                    list registered model sizes
@@ -76,6 +79,36 @@ def cmd_config(args) -> int:
     from .config import load_config, to_yaml
 
     print(to_yaml(load_config(args.recipe, args.overrides)))
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from .recipes import list_recipes, recipe_summary
+
+    for name, path in list_recipes().items():
+        print(f"{name:24s} {recipe_summary(path)}")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from .build import build_run_targets
+    from .config import load_config
+
+    cfg = load_config(args.recipe, args.overrides)
+    out = build_run_targets(cfg, device=args.device, batch_size=args.batch_size)
+    print(f"target cache ready: {out} (train with data.targets={out})")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .checkpoint import resolve_checkpoint
+    from .hub import model_card, push, read_results
+
+    if args.card_only:
+        print(model_card(resolve_checkpoint(args.checkpoint), args.repo_id, read_results(args.results)))
+        return 0
+    url = push(args.checkpoint, args.repo_id, private=args.private, results=args.results, message=args.message)
+    print(f"pushed {args.checkpoint} to {url}; load it with sfclip.load(\"hf-hub:{args.repo_id}\")")
     return 0
 
 
@@ -167,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*")
     c.set_defaults(fn=cmd_config)
 
+    r = sub.add_parser("recipes", help="list the packaged recipes (sfclip train NAME runs one)")
+    r.set_defaults(fn=cmd_recipes)
+
+    tg = sub.add_parser("targets", help="build the target cache a recipe's data.targets names")
+    tg.add_argument("recipe")
+    tg.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.targets=/data/cc12m-targets")
+    tg.add_argument("--device", default="auto", help="auto (CUDA where there is one), cpu, cuda, cuda:N")
+    tg.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
+    tg.set_defaults(fn=cmd_targets)
+
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     e.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest checkpoint)")
     from .eval.tasks import TASKS
@@ -187,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--arg", action="append", default=[], type=_key_value,
                    help="extra runner argument key=value, the value read as JSON when it parses (repeatable)")
     e.set_defaults(fn=cmd_eval)
+
+    pu = sub.add_parser("push", help="upload a checkpoint with a model card to the Hugging Face Hub")
+    pu.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest checkpoint)")
+    pu.add_argument("repo_id", help="the Hub repo, <org or user>/<name> (created if missing)")
+    pu.add_argument("--results", action="append", default=[], help="a CLIP_benchmark JSON from `sfclip eval "
+                    "--output` to add to the model card (repeatable)")
+    pu.add_argument("--private", action="store_true", help="create the repo private")
+    pu.add_argument("--message", default="", help="the commit message")
+    pu.add_argument("--card-only", dest="card_only", action="store_true",
+                    help="print the model card and upload nothing")
+    pu.set_defaults(fn=cmd_push)
 
     d = sub.add_parser("demo", help="SF-CLIP vs CLIP on the built-in benchmark with real teachers")
     d.add_argument("--quick", action="store_true", help="smaller and faster, same code path")
