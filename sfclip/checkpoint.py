@@ -406,9 +406,8 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
 
     `path` is a checkpoint folder, a run folder (its newest complete checkpoint is used) or
     `hf-hub:org/name[@revision]` (a checkpoint pushed with `sfclip push`, fetched once into the Hugging Face
-    cache). The transform
-    maps a PIL image to the normalized (3, S, S) tensor the model expects. A checkpoint that cannot be used
-    raises `CheckpointError` naming the file.
+    cache). The transform maps a PIL image to the normalized (3, S, S) tensor the model expects. A checkpoint
+    that cannot be used raises `CheckpointError` naming the file.
     """
     folder = resolve_checkpoint(path)
     model = load_student(folder, device)

@@ -79,6 +79,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def _prefix(teacher: Any) -> str:
+    if teacher.get("kind") != "text":
+        return "-"
+    prefix = teacher.get("prefix")
+    return "the source's own" if prefix is None else repr(str(prefix))
+
+
 def model_card(folder: str | Path, repo_id: str, results: Sequence[dict] = ()) -> str:
     """The README.md of a pushed checkpoint: what it is, how to load it, its teachers, its measured evaluation
     results (the run's eval hook, plus CLIP_benchmark-format `results` records from `sfclip eval --output`) and
@@ -92,15 +99,14 @@ def model_card(folder: str | Path, repo_id: str, results: Sequence[dict] = ()) -
     lines = ["---", "library_name: sfclip", "pipeline_tag: zero-shot-image-classification",
              "tags: [sfclip, clip, sf-clip, vision-language, knowledge-distillation]", "---", "",
              f"# {repo_id}", "",
-             f"An SF-CLIP image-text model (student `{model}`) trained with sfclip {__version__}"
+             f"A CLIP-style image-text model (student `{model}`) trained with sfclip {__version__}"
              + (f", checkpoint of step {step}" if step is not None else "") + ".", "",
              "```python", "import sfclip", "", f'model, tokenizer, transform = sfclip.load("{HUB_PREFIX}{repo_id}")',
              "```", "", "## Teachers", ""]
     if teachers:
         lines += _table(["name", "kind", "source", "layers", "text prefix", "weight"],
                         [[t.get("name"), t.get("kind"), f"`{t.get('source')}`", list(t.get("layers") or []) or "last",
-                          repr(t.get("prefix")) if t.get("prefix") is not None else "the source's",
-                          t.get("weight")] for t in teachers])
+                          _prefix(t), t.get("weight")] for t in teachers])
     else:
         lines.append("None: plain contrastive (CLIP) training.")
     lines += ["", "## Evaluation", ""]

@@ -38,9 +38,7 @@ def _build(cfg: TeacherConfig, student_grid: int | None) -> Teacher:
 
         src = str(resolve(src.split(":", 1)[1]))
     if cfg.kind == "text":
-        from .hf import load_hf_text
-
-        from .hf import text_options
+        from .hf import load_hf_text, text_options
 
         # The prefix and pooling are resolved from the configured source (an `offline:` name, a hub id), not
         # from the folder it resolves to, so that they are what `check_run` expects.

@@ -75,6 +75,6 @@ def test_the_vitb16_recipes_give_e5_its_prefix(recipe):
 def test_a_recipe_tells_no_prefix_from_the_sources_own(tmp_path):
     recipe = tmp_path / "r.yaml"
     for value, want in (('""', ""), ("null", None), ("'query: '", "query: ")):
-        recipe.write_text("student: {text_embedding: own, tokenizer: x}\nobjective:\n  teachers:\n"
-                          f"    - {{name: e5, kind: text, source: \"hf:intfloat/multilingual-e5-base\", prefix: {value}}}\n")
+        teacher = f'{{name: e5, kind: text, source: "hf:intfloat/multilingual-e5-base", prefix: {value}}}'
+        recipe.write_text(f"student: {{text_embedding: own, tokenizer: x}}\nobjective:\n  teachers:\n    - {teacher}\n")
         assert load_config(recipe).objective.teachers[0].prefix == want
