@@ -180,6 +180,19 @@ def train_and_evaluate(s: DemoSettings, kind: str, pairs: int, paths: dict, seed
     return metrics
 
 
+def explore_command(run_dir: Path, images: Path, index: Path) -> str:
+    """Embed the test scenes with the SF-CLIP model into `index`; the `sfclip serve` line that opens both."""
+    from sfclip.checkpoint import load
+    from sfclip.index.commands import serve_command
+    from sfclip.index.embed import embed_images
+    from sfclip.index.sources import open_image_source
+
+    model, _, transform = load(run_dir)
+    embed_images(model, transform, open_image_source(str(images)), index, checkpoint=run_dir, workers=0,
+                 progress=False)
+    return serve_command(run_dir, index)
+
+
 def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 0,
              train_pairs: list[int] | None = None, *, efficientnet: bool = False, references: bool = False) -> dict:
     """Run the whole comparison into `out_dir`; returns what `results.json` holds.
@@ -227,6 +240,8 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
                 **supervised_ceiling(s, data, cfg.data.mean, cfg.data.std, seed, source),
                 **teacher_probe(s, data, source)}
     with _stage(times, "report", 5, 5):
+        serve = explore_command(out / "runs" / f"sfclip_{s.budgets[0]}", data.classification.parent / "images",
+                                out / "explore.emb")
         for pairs in s.budgets:
             plot_losses({kind: out / "runs" / f"{kind}_{pairs}" for kind in MODELS}, out / f"loss_{pairs}.png",
                         f"{pairs} training pairs, {s.samples_seen} samples seen")
@@ -238,7 +253,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
                  "machine": machine()}
         path = write_results(out / "results.json", budgets, extra)
     _say("\n" + comparison_table(budgets))
-    _say(f"\nexplore the SF-CLIP model: sfclip serve {out / 'runs' / f'sfclip_{s.budgets[0]}'}")
+    _say(f"\nexplore the SF-CLIP model in the browser (pip install 'sfclip[app]'): {serve}")
     _say(f"\nwall time {times['total']:.0f}s (stages: "
          + ", ".join(f"{k} {v:.0f}s" for k, v in times.items() if k != "total") + f"); results in {path}")
     return json.loads(path.read_text())

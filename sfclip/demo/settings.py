@@ -63,7 +63,7 @@ class DemoSettings:
     batch_size: int = 32
     # The student: vit-demo-8 at 48 px (a 6x6 grid of 8 px patches), narrow and shallow, so that both models
     # see many scenes on 2 CPU cores; the context fits the longest captions. 48 px costs half of 64 px per
-    # step and the large objects stay legible (measured: the same supervised accuracy per step).
+    # step and the large objects stay legible (supervised: 0.472 against 0.540 after 1000 steps, docs/demo.md).
     model: str = "vit-demo-8"
     overrides: dict[str, Any] = field(default_factory=lambda: {
         "embed_dim": 128, "vision.image_size": 48, "vision.width": 128, "vision.layers": 4, "vision.heads": 4,

@@ -45,7 +45,8 @@ def test_quick_demo(tmp_path, capsys):
     assert f"sfclip@{pairs}" in printed and f"clip@{pairs}" in printed
     assert (out / "languages.png").stat().st_size > 1000
     assert "zeroshot/ja/acc1" in printed and "linear_probe_patch/acc1" in printed and results["wall_seconds"] > 0
-    assert "sfclip serve " + str(out / "runs" / f"sfclip_{pairs}") in printed
+    assert f"sfclip serve {out / 'runs' / f'sfclip_{pairs}'} --index {out / 'explore.emb'}" in printed
+    assert (out / "explore.emb" / "meta.json").is_file()  # the test scenes, embedded for `sfclip serve`
     assert results["machine"]["cpu_capability"] and "bf16_native" in results["machine"]
     # The SF-CLIP runs read the target cache; the CLIP runs have no teachers at all.
     sf_cfg = (out / "runs" / f"sfclip_{pairs}" / "config.yaml").read_text()
