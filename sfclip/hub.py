@@ -154,7 +154,7 @@ def push(checkpoint: str | Path, repo_id: str, *, private: bool = False, results
         info = api.create_commit(repo_id, operations=operations,
                                  commit_message=message or f"sfclip {__version__}: "
                                  + (f"step {step} of " if step is not None else "") + f"{folder}")
-    except Exception as exc:  # noqa: BLE001 - auth, permission, network and server errors: one message
+    except Exception as exc:  # auth, permission, network and server errors alike: one message
         raise HubError(f"push to {repo_id}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]} (log in "
                        "with `hf auth login` or set HF_TOKEN, with write access to the repo)") from exc
     url = str(getattr(info, "commit_url", "") or f"https://huggingface.co/{repo_id}")
