@@ -49,7 +49,7 @@ def test_sfclip_recipes_lists_them_with_their_header_line(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == len(list_recipes())
     line = next(x for x in out if x.startswith("sfclip_vitb16_cc12m "))
-    assert "SF-CLIP ViT-B/16 on CC12M" in line
+    assert "SF-CLIP ViT-B/16 on CC12M" in line and line.endswith("a multilingual text teacher.")  # the paragraph
 
 
 def test_sfclip_config_takes_a_name_and_an_unknown_name_is_one_line(capsys):

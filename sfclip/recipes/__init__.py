@@ -33,11 +33,14 @@ def find_recipe(name: str) -> Path | None:
 
 
 def recipe_summary(path: str | Path) -> str:
-    """The first line of a recipe's header comment (what it is), without the `#`."""
+    """The first paragraph of a recipe's header comment (what it is), on one line, without the `#`."""
+    words: list[str] = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         text = line.strip()
         if not text.startswith("#"):
             break
-        if text.lstrip("# "):
-            return text.lstrip("# ")
-    return ""
+        text = text.lstrip("# ")
+        if not text and words:
+            break
+        words += text.split()
+    return " ".join(words)
