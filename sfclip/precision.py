@@ -1,9 +1,10 @@
 """Which floating-point dtype a device computes fast: the one rule behind every "auto" dtype in sfclip.
 
 bf16 is worth it only where the hardware has bf16 instructions. On a CPU without them (AVX2-only x86, or
-AVX-512 without the BF16 extension) a bf16 matmul is emulated: measured 207 ms against 4.2 ms in fp32 for
-512x512 on an AVX2 AMD EPYC (50x slower). So "auto" means bf16 on CUDA devices that support it and on CPUs
-with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm), and fp32 everywhere else.
+AVX-512 without the BF16 extension) a bf16 matmul is emulated: 220 ms against 3.4 ms in fp32 for
+512x512 on an AVX2 AMD EPYC, 2 threads (65x slower; `python benchmarks/cpu_bf16.py`). So "auto" means
+bf16 on CUDA devices that support it and on CPUs with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm),
+and fp32 everywhere else.
 """
 
 from __future__ import annotations

@@ -144,3 +144,32 @@ def shard_writer():
 def png_maker():
     """`png(colour, rng, size=40) -> bytes`: a solid-colour PNG with a few noise squares."""
     return png
+
+
+# -- a tiny trained checkpoint and image collection, shared by tests/index and tests/app -----------
+def _explore_fixtures():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "index"))
+    import explore_fixtures
+
+    return explore_fixtures
+
+
+@pytest.fixture(scope="session")
+def explore_run(tmp_path_factory, tiny_vision_teacher_dir, tiny_text_teacher_dir, shard_writer, recipe_writer):
+    return _explore_fixtures().train_checkpoint(tmp_path_factory.mktemp("explore_run"), tiny_vision_teacher_dir,
+                                                tiny_text_teacher_dir, shard_writer, recipe_writer)
+
+
+@pytest.fixture(scope="session")
+def loaded(explore_run):
+    """(model, tokenizer, transform) from `sfclip.load`."""
+    import sfclip
+
+    return sfclip.load(explore_run)
+
+
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory):
+    return _explore_fixtures().write_collection(tmp_path_factory.mktemp("collection"))

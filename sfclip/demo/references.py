@@ -11,16 +11,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import tarfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from sfclip.data.transforms import eval_transform
@@ -37,20 +34,23 @@ log = logging.getLogger(__name__)
 
 
 def _training_scenes(shards: Path, pairs: int, size: int, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `pairs` training scenes as the student sees them (N, 3, S, S) and their class ids (N,)."""
+    """The first `pairs` training scenes as the student sees them (N, 3, S, S) and their class ids (N,), read
+    with the training shard reader."""
+    from collections import Counter
+
+    from sfclip.data.spec import IMAGE_EXTS
+    from sfclip.data.transforms import decode_image
+    from sfclip.data.wds import read_shard
+
     transform = eval_transform(size, mean, std)  # the training view is the whole scene, resized: the same
-    images, labels = [], []
-    for tar_path in sorted(shards.glob("*.tar")):
-        with tarfile.open(tar_path) as tar:
-            members = {m.name: m for m in tar.getmembers()}
-            for name in sorted(n for n in members if n.endswith(".json")):
-                stem = name[:-5]
-                meta = json.loads(tar.extractfile(members[name]).read())
-                img = next(members[stem + e] for e in (".jpg", ".png", ".webp") if stem + e in members)
-                images.append(transform(Image.open(io.BytesIO(tar.extractfile(img).read()))))
-                labels.append(int(meta["objects"][0]["class_id"]))
-                if len(images) == pairs:
-                    return torch.stack(images), torch.tensor(labels)
+    images, labels, counts = [], [], Counter()
+    for url in sorted(str(p) for p in shards.glob("*.tar")):
+        for raw in read_shard(url, counts):
+            image = next(raw[ext] for ext in IMAGE_EXTS if ext in raw)
+            images.append(transform(decode_image(image)))
+            labels.append(int(json.loads(raw["json"])["objects"][0]["class_id"]))
+            if len(images) == pairs:
+                return torch.stack(images), torch.tensor(labels)
     return torch.stack(images), torch.tensor(labels)
 
 

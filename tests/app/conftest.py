@@ -1,19 +1,13 @@
-"""Fixtures for `sfclip serve`: a tiny trained checkpoint, an embedding folder of a tiny collection, a server
+"""Fixtures for `sfclip serve`: an embedding folder of the shared tiny collection (tests/conftest.py), a server
 on a free 127.0.0.1 port (stopped at the end), and headless Debian chromium (skipped where it is absent)."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "index"))  # explore_fixtures, shared with tests/index
-
-from explore_fixtures import train_checkpoint, write_collection
-
-import sfclip
 from sfclip.app import Explorer
 from sfclip.index import embed_images, open_image_source
 
@@ -22,35 +16,19 @@ UPLOAD_LIMIT = 256 * 1024  # small, so that a test can send a file over it
 
 
 @pytest.fixture(scope="session")
-def app_run(tmp_path_factory, tiny_vision_teacher_dir, tiny_text_teacher_dir, shard_writer, recipe_writer):
-    return train_checkpoint(tmp_path_factory.mktemp("app_run"), tiny_vision_teacher_dir, tiny_text_teacher_dir,
-                            shard_writer, recipe_writer)
-
-
-@pytest.fixture(scope="session")
-def app_loaded(app_run):
-    return sfclip.load(app_run)
-
-
-@pytest.fixture(scope="session")
-def app_collection(tmp_path_factory):
-    return write_collection(tmp_path_factory.mktemp("app_collection"))
-
-
-@pytest.fixture(scope="session")
-def app_index(app_run, app_loaded, app_collection, tmp_path_factory) -> Path:
+def app_index(explore_run, loaded, collection, tmp_path_factory) -> Path:
     """The collection's shards embedded (thumbnails then come from tar members; the cut shard's two too)."""
-    model, _, transform = app_loaded
+    model, _, transform = loaded
     out = tmp_path_factory.mktemp("app_index") / "emb"
-    embed_images(model, transform, open_image_source(app_collection["shards"]), out, checkpoint=app_run,
+    embed_images(model, transform, open_image_source(collection["shards"]), out, checkpoint=explore_run,
                  chunk_size=8, progress=False)
     return out
 
 
 @pytest.fixture(scope="session")
-def explorer(app_run, app_loaded, app_index) -> Explorer:
-    model, tokenizer, transform = app_loaded
-    return Explorer(model, tokenizer, transform, app_index, checkpoint=app_run)
+def explorer(explore_run, loaded, app_index) -> Explorer:
+    model, tokenizer, transform = loaded
+    return Explorer(model, tokenizer, transform, app_index, checkpoint=explore_run)
 
 
 def _start(explorer):
@@ -69,11 +47,11 @@ def server(explorer):
 
 
 @pytest.fixture(scope="session")
-def server_without_index(app_run, app_loaded, tmp_path_factory):
+def server_without_index(explore_run, loaded, tmp_path_factory):
     """A server started with an --index folder that does not exist."""
-    model, tokenizer, transform = app_loaded
+    model, tokenizer, transform = loaded
     missing = tmp_path_factory.mktemp("no_index") / "never_embedded"
-    url, stop = _start(Explorer(model, tokenizer, transform, missing, checkpoint=app_run))
+    url, stop = _start(Explorer(model, tokenizer, transform, missing, checkpoint=explore_run))
     yield url
     stop()
 

@@ -21,13 +21,13 @@ def png_image(data_url: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
 
 
-def first_image(app_collection) -> Image.Image:
-    return Image.open(app_collection["folder"] / app_collection["items"][0][0]).convert("RGB")
+def first_image(collection) -> Image.Image:
+    return Image.open(collection["folder"] / collection["items"][0][0]).convert("RGB")
 
 
-def test_zeroshot_is_clip_softmax_over_template_means(explorer, app_loaded, app_collection):
-    model, tokenizer, transform = app_loaded
-    image = first_image(app_collection)
+def test_zeroshot_is_clip_softmax_over_template_means(explorer, loaded, collection):
+    model, tokenizer, transform = loaded
+    image = first_image(collection)
     out = explorer.zeroshot(image, "red, green\nblue\n\nred", "a photo of a {c}.\na {c} thing")
     assert sorted(lab["label"] for lab in out["labels"]) == ["blue", "green", "red"]  # blanks, repeats dropped
     assert [lab["prob"] for lab in out["labels"]] == sorted((lab["prob"] for lab in out["labels"]), reverse=True)
@@ -44,9 +44,9 @@ def test_zeroshot_is_clip_softmax_over_template_means(explorer, app_loaded, app_
     assert [got[c] for c in ("red", "green", "blue")] == pytest.approx(probs.tolist(), abs=1e-3)
 
 
-def test_heatmap_is_patch_text_cosine(explorer, app_loaded, app_collection):
-    model, tokenizer, transform = app_loaded
-    image = first_image(app_collection)
+def test_heatmap_is_patch_text_cosine(explorer, loaded, collection):
+    model, tokenizer, transform = loaded
+    image = first_image(collection)
     out = explorer.heatmap(image, "  a red car ")
     with torch.inference_mode():
         patches = model.encode_patches(transform(image)[None])[0]  # (h, w, E)
@@ -93,9 +93,9 @@ def test_search_by_text_and_by_row(explorer):
     (lambda e, img: e.image(b"%PDF-1.4 not a picture", None), "is not an image"),
     (lambda e, img: e.image(None, None), "choose an image first"),
 ])
-def test_bad_inputs_raise_a_message(call, message, explorer, app_collection):
+def test_bad_inputs_raise_a_message(call, message, explorer, collection):
     with pytest.raises(ValueError, match=message):
-        call(explorer, first_image(app_collection))
+        call(explorer, first_image(collection))
 
 
 def test_a_huge_image_is_refused_before_decoding(explorer):
@@ -105,8 +105,8 @@ def test_a_huge_image_is_refused_before_decoding(explorer):
         explorer.image(buf.getvalue(), None)
 
 
-def test_a_missing_index_is_a_message_not_a_failure(app_loaded, tmp_path):
-    model, tokenizer, transform = app_loaded
+def test_a_missing_index_is_a_message_not_a_failure(loaded, tmp_path):
+    model, tokenizer, transform = loaded
     explorer = Explorer(model, tokenizer, transform, tmp_path / "nothing")
     assert "index unavailable" in explorer.info()["index_error"] and explorer.info()["index"] is None
     with pytest.raises(ValueError, match="sfclip embed"):

@@ -47,9 +47,9 @@ def open_page(browser, url: str) -> None:
     wait_for(browser, lambda d: "checkpoint" in text_of(d, "info"), "the page shows its checkpoint")
 
 
-def test_search_zeroshot_heatmap_similar(browser, server, app_run):
+def test_search_zeroshot_heatmap_similar(browser, server, explore_run):
     open_page(browser, server)
-    assert str(app_run) in text_of(browser, "info") and "22 images" in text_of(browser, "info")
+    assert str(explore_run) in text_of(browser, "info") and "22 images" in text_of(browser, "info")
 
     # Text -> images, with thumbnails.
     type_into(browser, "query", "a red car")
@@ -135,14 +135,14 @@ def test_bad_inputs_get_messages_and_the_page_keeps_working(browser, server, tmp
     assert not browser.find_element(By.ID, "search-msg").is_displayed()
 
 
-def test_missing_index_is_shown_on_the_page(browser, server_without_index, app_collection):
+def test_missing_index_is_shown_on_the_page(browser, server_without_index, collection):
     open_page(browser, server_without_index)
     assert "index unavailable: no embedding folder" in message(browser, "index-msg")
     type_into(browser, "query", "a cat")
     browser.find_element(By.ID, "search-btn").click()
     assert "sfclip embed" in message(browser, "search-msg")
     # Zero-shot on an upload still works without an index.
-    browser.find_element(By.ID, "upload").send_keys(str(app_collection["folder"] / app_collection["items"][0][0]))
+    browser.find_element(By.ID, "upload").send_keys(str(collection["folder"] / collection["items"][0][0]))
     type_into(browser, "classes", "red, blue")
     browser.find_element(By.ID, "zeroshot-btn").click()
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#zeroshot-results tr")) == 2, "2 labels")

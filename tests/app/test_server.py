@@ -36,12 +36,12 @@ def get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def test_the_api_answers(server, app_collection):
+def test_the_api_answers(server, collection):
     info = get_json(f"{server}/api/info")
     assert info["index"]["rows"] == 22 and info["max_upload_bytes"] == UPLOAD_LIMIT
     status, out = post(f"{server}/api/search", {"query": "ein rotes Auto", "k": 4})
     assert status == 200 and len(out["results"]) == 4
-    png = (app_collection["folder"] / app_collection["items"][3][0]).read_bytes()
+    png = (collection["folder"] / collection["items"][3][0]).read_bytes()
     status, out = post(f"{server}/api/zeroshot", {"classes": "red, blue", "templates": ""}, png)
     assert status == 200 and {lab["label"] for lab in out["labels"]} == {"red", "blue"}
     status, out = post(f"{server}/api/heatmap", {"prompt": "blue", "row": "5"})
@@ -83,12 +83,12 @@ def test_missing_index_is_reported(server_without_index):
     assert status == 400 and "sfclip embed" in out["error"]
 
 
-def test_serve_on_a_port_in_use_is_one_line(app_run, capsys):
+def test_serve_on_a_port_in_use_is_one_line(explore_run, capsys):
     from sfclip.cli import main
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
-        assert main(["serve", str(app_run), "--port", str(taken.getsockname()[1])]) == 2
+        assert main(["serve", str(explore_run), "--port", str(taken.getsockname()[1])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot listen on 127.0.0.1" in err[0] and "pick another --port" in err[0]
