@@ -37,11 +37,18 @@ class StudentConfig:
     # Tokenizer when no text teacher provides one (hub id or folder); with a text teacher, its own is used.
     tokenizer: str = ""
     grad_checkpointing: bool = False
+    # Start the towers from existing weights (sfclip.interop.init): open_clip:DIR | open_clip:FILE |
+    # open_clip:hf-hub:ORG/NAME | timm:FILE | timm:NAME; "" = random initialisation. Shapes must fit the student.
+    init: str = ""
+    init_towers: str = "both"  # both | vision | text
+    init_strict: bool = True  # fail unless every tensor of those towers is loaded and every source tensor used
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
             raise ValueError(f"student.model {self.model!r} is not a registered model; known: "
                              f"{', '.join(list_models())} (`sfclip models` describes them)")
+        if self.init_towers not in ("both", "vision", "text"):
+            raise ValueError(f"student.init_towers must be one of both, vision, text, got {self.init_towers!r}")
         if self.text_embedding not in TEXT_EMBEDDINGS:
             raise ValueError(f"student.text_embedding must be one of {TEXT_EMBEDDINGS}, got {self.text_embedding!r}")
         # Resolved once, here, so that a bad override fails with the config; never edited afterwards
@@ -87,6 +94,10 @@ def build_student(scfg: StudentConfig, teachers: dict[str, Teacher], tokenizer: 
     model = SFCLIP(student_model_config(scfg, teachers, tokenizer, teacher_cfgs))
     if scfg.text_embedding == "inherited":
         model.text.inherit_embeddings(_text_teacher(teachers).input_embeddings())
+    if scfg.init:
+        from .interop import init_student
+
+        init_student(model, scfg.init, scfg.init_towers, scfg.init_strict)
     model.set_grad_checkpointing(scfg.grad_checkpointing)
     return model
 

@@ -5,6 +5,7 @@
     sfclip recipes                                   list the packaged recipes (RECIPE: a file or their name)
     sfclip targets RECIPE [key.sub=value ...]        build the target cache that data.targets names
     sfclip eval CHECKPOINT --task TASK --data PATH    evaluate a checkpoint, CLIP_benchmark JSON out
+    sfclip export CHECKPOINT --to open_clip --out DIR write it as an OpenCLIP folder (local-dir:DIR)
     sfclip push CHECKPOINT ORG/NAME                  upload a checkpoint and its model card to the HF Hub
     sfclip demo [--quick]                            the built-in SF-CLIP vs CLIP benchmark
     sfclip scenes OUT_DIR [--train N] [--eval N]      write the built-in dataset (shards + eval sets)
@@ -97,6 +98,15 @@ def cmd_targets(args) -> int:
     cfg = load_config(args.recipe, args.overrides)
     out = build_run_targets(cfg, device=args.device, batch_size=args.batch_size)
     print(f"target cache ready: {out} (train with data.targets={out})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_open_clip
+
+    out = export_open_clip(args.checkpoint, args.out)
+    print(f"exported {args.checkpoint} to {out}: open_clip.create_model_and_transforms(\"local-dir:{out}\") "
+          f"and open_clip.get_tokenizer(\"local-dir:{out}\") load it")
     return 0
 
 
@@ -230,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--arg", action="append", default=[], type=_key_value,
                    help="extra runner argument key=value, the value read as JSON when it parses (repeatable)")
     e.set_defaults(fn=cmd_eval)
+
+    ex = sub.add_parser("export", help="write a checkpoint as another tool's model folder (OpenCLIP local-dir)")
+    ex.add_argument("checkpoint", help="a checkpoint folder, a run folder (its latest checkpoint) or hf-hub:ORG/NAME")
+    ex.add_argument("--to", choices=["open_clip"], default="open_clip", help="the target layout (open_clip)")
+    ex.add_argument("--out", required=True, help="the folder to write (replaced atomically if it exists)")
+    ex.set_defaults(fn=cmd_export)
 
     pu = sub.add_parser("push", help="upload a checkpoint with a model card to the Hugging Face Hub")
     pu.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest checkpoint)")

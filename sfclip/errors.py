@@ -5,8 +5,12 @@ A leaf module, so that any part of the package can raise them without importing 
 
 from __future__ import annotations
 
-__all__ = ["ConfigError"]
+__all__ = ["ConfigError", "InteropError"]
 
 
 class ConfigError(ValueError):
     """A recipe or override that cannot work; the message names the key."""
+
+
+class InteropError(ValueError):
+    """A model that cannot be mapped exactly to or from another tool's layout; the message names the layer."""

@@ -15,11 +15,15 @@ from torch import nn
 
 from .layers import Block, run_blocks
 
-__all__ = ["TextConfig", "TextTransformer", "TEXT_EMBEDDINGS", "padded_length", "trim_padding"]
+__all__ = ["TextConfig", "TextTransformer", "TEXT_EMBEDDINGS", "EMBED_NORMS", "padded_length", "trim_padding"]
 
 _POOLS = ("first", "mean", "eos")
 # "own": a trainable token table; "inherited": the text teacher's table (SF-CLIP). Also StudentConfig's choices.
 TEXT_EMBEDDINGS = ("own", "inherited")
+# How an inherited table is brought to the tower's scale: a LayerNorm over token + position ("layernorm"), or
+# one fixed factor that gives the table unit RMS, set when it is inherited ("scale"). "scale" is linear per
+# token, so it folds into the table and the tower maps onto OpenCLIP's TextTransformer (`sfclip export`).
+EMBED_NORMS = ("layernorm", "scale")
 
 
 @dataclass
@@ -35,6 +39,8 @@ class TextConfig:
     embedding: str = "own"  # own | inherited
     embed_width: int = 0  # width of the token table; 0 = the tower width
     freeze_embeddings: bool = True  # inherited tables only
+    embed_norm: str = "layernorm"  # inherited tables only: layernorm | scale (see EMBED_NORMS)
+    norm_eps: float = 1e-5  # every LayerNorm of the tower
     pad_id: int = 0
     eos_id: int = -1  # needed for pool="eos"
 
@@ -43,6 +49,8 @@ class TextConfig:
             raise ValueError(f"text.pool must be one of {_POOLS}, got {self.pool!r}")
         if self.embedding not in TEXT_EMBEDDINGS:
             raise ValueError(f"text.embedding must be one of {TEXT_EMBEDDINGS}, got {self.embedding!r}")
+        if self.embed_norm not in EMBED_NORMS:
+            raise ValueError(f"text.embed_norm must be one of {EMBED_NORMS}, got {self.embed_norm!r}")
         if self.width % self.heads:
             raise ValueError(f"text.width {self.width} is not divisible by text.heads {self.heads}")
         if self.causal and self.pool == "first":
@@ -77,11 +85,16 @@ class TextTransformer(nn.Module):
         ew = cfg.embed_width or cfg.width
         self.token_embedding = nn.Embedding(cfg.vocab_size, ew)
         self.embed_proj = nn.Linear(ew, cfg.width) if ew != cfg.width else nn.Identity()
-        # Inherited tables live in the teacher's scale; a norm puts tokens and positions on one footing.
-        self.embed_norm = nn.LayerNorm(cfg.width) if cfg.embedding == "inherited" else nn.Identity()
+        # Inherited tables live in the teacher's scale; a norm (or a fixed factor) puts tokens and positions
+        # on one footing.
+        inherited = cfg.embedding == "inherited"
+        self.embed_norm = nn.LayerNorm(cfg.width, eps=cfg.norm_eps) if inherited and cfg.embed_norm == "layernorm" \
+            else nn.Identity()
+        self.register_buffer("embed_scale", torch.ones(()), persistent=inherited and cfg.embed_norm == "scale")
         self.pos_embed = nn.Parameter(torch.zeros(cfg.context_length, cfg.width))
-        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, eps=1e-5) for _ in range(cfg.layers))
-        self.norm = nn.LayerNorm(cfg.width)
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, eps=cfg.norm_eps)
+                                    for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
         self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
         self.grad_checkpointing = False
         nn.init.normal_(self.token_embedding.weight, std=0.02)
@@ -97,6 +110,8 @@ class TextTransformer(nn.Module):
                              f"{tuple(self.token_embedding.weight.shape)}: set text.vocab_size and text.embed_width "
                              "from the teacher (sfclip.build.build_student does this)")
         self.token_embedding.weight.copy_(table)
+        if self.cfg.embed_norm == "scale":
+            self.embed_scale.fill_(table.float().pow(2).mean().rsqrt().item())
 
     def key_padding_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if attention_mask is None:
@@ -108,7 +123,10 @@ class TextTransformer(nn.Module):
         if T > self.cfg.context_length:
             raise ValueError(f"{T} tokens exceed text.context_length={self.cfg.context_length}")
         keep = self.key_padding_mask(input_ids, attention_mask)  # (B, T)
-        x = self.embed_proj(self.token_embedding(input_ids))  # (B, T, D)
+        x = self.token_embedding(input_ids)  # (B, T, Ew)
+        if self.cfg.embedding == "inherited" and self.cfg.embed_norm == "scale":
+            x = x * self.embed_scale.to(x.dtype)
+        x = self.embed_proj(x)  # (B, T, D)
         x = self.embed_norm(x + self.pos_embed[:T])
         attn = keep[:, None, None, :]  # (B, 1, 1, T): True = attend
         if self.cfg.causal:

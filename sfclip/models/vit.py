@@ -25,6 +25,10 @@ class VisionConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     pool: str = "cls"  # cls | mean: what the joint-space embedding is taken from
+    # A LayerNorm on the embedded sequence before the first block (OpenAI CLIP / OpenCLIP's `ln_pre`, timm's
+    # `norm_pre`); off by default (timm and DINOv2 ViTs have none). On to start from such weights.
+    ln_pre: bool = False
+    norm_eps: float = 1e-6  # every LayerNorm of the tower (timm / DINOv2: 1e-6; OpenCLIP: 1e-5)
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -70,8 +74,9 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + n, d))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
-        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
-        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.ln_pre = nn.LayerNorm(d, eps=cfg.norm_eps) if cfg.ln_pre else nn.Identity()
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, eps=cfg.norm_eps) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
         self.proj = nn.Linear(d, embed_dim, bias=False)
         self.grad_checkpointing = False
         self._init_weights()
@@ -116,6 +121,7 @@ class VisionTransformer(nn.Module):
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None, mask_mode: str = "replace",
                 num_keep: int | None = None) -> dict:
         x, keep_idx, grid = self.embed(images, mask, mask_mode, num_keep)
+        x = self.ln_pre(x)  # (B, 1+K, D)
         x = run_blocks(self.blocks, x, self.grad_checkpointing)
         x = self.norm(x)  # (B, 1+K, D)
         cls, patch = x[:, 0], x[:, 1:]
