@@ -78,6 +78,8 @@ def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple
 class TextTransformer(nn.Module):
     """Token ids (B, T) -> {"pooled": (B, E), "tokens": (B, T, D)}."""
 
+    embed_scale: torch.Tensor  # () the factor of embed_norm="scale"; 1 otherwise
+
     def __init__(self, cfg: TextConfig, embed_dim: int) -> None:
         super().__init__()
         self.cfg = cfg
