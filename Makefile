@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sfclip-installed
 LINT_STAMP := $(VENV)/.sfclip-lint-installed
 
-.PHONY: demo test quick-test lint smoke clean
+.PHONY: demo test quick-test lint smoke clean interop-test
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "sfclip needs Python 3.10 or newer")'
@@ -39,6 +39,22 @@ $(LINT_STAMP): $(STAMP)
 lint: $(LINT_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# The tests against open_clip / timm / clip_benchmark (pytest -m interop, tests/interop) run in their own venv:
+# open_clip needs torchvision. clip_benchmark 1.6.2 imports requests without declaring it, and its accuracy()
+# calls float() on a one-element array, which numpy 2.4 refuses: numpy stays below 2.4.
+INTEROP_VENV := .venv-interop
+INTEROP_STAMP := $(INTEROP_VENV)/.sfclip-interop-installed
+
+$(INTEROP_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(INTEROP_VENV)/bin/pip install --quiet open_clip_torch==3.3.0 clip_benchmark==1.6.2 timm==1.0.31 requests "numpy<2.4"
+	$(INTEROP_VENV)/bin/pip install --quiet -e ".[demo]" pytest "numpy<2.4"
+	touch $(INTEROP_STAMP)
+
+interop-test: $(INTEROP_STAMP)
+	$(INTEROP_VENV)/bin/python -m pytest -m interop tests/interop
 
 smoke: $(STAMP)
 	$(BIN)/sfclip scenes data/scenes --train 2000 --eval 500

@@ -8,7 +8,8 @@
     sfclip export CHECKPOINT --to open_clip --out DIR write it as an OpenCLIP folder (local-dir:DIR)
     sfclip push CHECKPOINT ORG/NAME                  upload a checkpoint and its model card to the HF Hub
     sfclip demo [--quick]                            the built-in SF-CLIP vs CLIP benchmark
-    sfclip scenes OUT_DIR [--train N] [--eval N]      write the built-in dataset (shards + eval sets)
+    sfclip scenes OUT_DIR [--train N] [--eval N]      write the built-in dataset (shards + eval sets, these
+                                                     also in CLIP_benchmark's wds/ layout)
     sfclip models                                    list registered model sizes
 
 A bad input (recipe, override, path, value) prints one line, `sfclip <command>: error: <message>`, and exits
@@ -124,7 +125,8 @@ def cmd_push(args) -> int:
 
 def cmd_eval(args) -> int:
     from .checkpoint import image_stats, load
-    from .eval.results import check_writable, print_table, result_record, write_result
+    from .eval.clip_benchmark_wds import is_wds_set, read_wds
+    from .eval.results import check_writable, clip_benchmark_record, print_table, result_record, write_result
     from .eval.tasks import check_arguments, evaluate, preprocessing_arguments
 
     # Everything the command line can check is checked before the checkpoint loads.
@@ -138,6 +140,17 @@ def cmd_eval(args) -> int:
         if value is not None:
             kwargs[key] = value
             spelled[key] = "--" + {"pictures_dir": "pictures"}.get(key, key).replace("_", "-")
+    # A CLIP_benchmark wds/ folder (`sfclip scenes` writes them): its shards, and its class names and templates
+    # unless given, so that both tools score the same set.
+    wds_set = read_wds(args.data) if args.data is not None and is_wds_set(args.data) else None
+    if wds_set is not None:
+        if wds_set.task != args.task:
+            raise ValueError(f"--data {args.data} is a CLIP_benchmark {wds_set.task} set; evaluate it with "
+                             f"--task {wds_set.task}")
+        kwargs["data"] = wds_set.shards
+        for key in ("classnames", "templates"):
+            if key not in kwargs and getattr(wds_set, key) is not None:
+                kwargs[key] = str(getattr(wds_set, key))
     check_arguments(args.task, kwargs, spelled)
     if args.output:
         check_writable(args.output)
@@ -145,10 +158,12 @@ def cmd_eval(args) -> int:
     mean, std = image_stats(args.checkpoint)
     kwargs = {**preprocessing_arguments(args.task, lambda: transform, mean, std), **kwargs}
     metrics = evaluate(args.task, model, tokenizer, device=args.device, batch_size=args.batch_size, **kwargs)
-    dataset = args.dataset_name or Path(str(kwargs.get("data") or kwargs.get("test_data") or "data")).stem
-    record = result_record(dataset, str(args.checkpoint), args.task, metrics, args.language or "en")
-    print_table([record])
+    dataset = args.dataset_name or (wds_set.name if wds_set is not None else
+                                    Path(str(kwargs.get("data") or kwargs.get("test_data") or "data")).stem)
+    arch, language = str(model.cfg.name), args.language or "en"
+    print_table([result_record(dataset, arch, args.task, metrics, language, pretrained=str(args.checkpoint))])
     if args.output:
+        record = clip_benchmark_record(dataset, arch, str(args.checkpoint), args.task, metrics, language)
         print(f"wrote {write_result(args.output, record)}")
     return 0
 
@@ -163,6 +178,7 @@ def cmd_demo(args) -> int:
 
 def cmd_scenes(args) -> int:
     from .demo.scenes import write_eval_sets, write_shards
+    from .eval.clip_benchmark_wds import export_scene_sets
 
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
@@ -172,8 +188,12 @@ def cmd_scenes(args) -> int:
         shards = write_shards(Path(args.out_dir) / "train", "train", args.train, seed=args.seed)
         print(f"wrote {len(shards)} training shards ({args.train} pairs) to {Path(args.out_dir) / 'train'}")
     if args.eval:
-        for name, path in write_eval_sets(Path(args.out_dir) / "eval", args.eval, seed=args.seed).items():
+        sets = write_eval_sets(Path(args.out_dir) / "eval", args.eval, seed=args.seed)
+        for name, path in sets.items():
             print(f"wrote {name} eval set to {path}")
+        for name, path in export_scene_sets(sets, Path(args.out_dir) / "clip_benchmark").items():
+            print(f"wrote {name} for CLIP_benchmark to {path} (clip_benchmark eval --dataset {name} "
+                  f"--dataset_root {path}; sfclip eval --data {path})")
     return 0
 
 
@@ -226,14 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     e.add_argument("--task", required=True, choices=list(TASKS), metavar="TASK",
                    help="; ".join(f"{name}: {task.summary}" for name, task in TASKS.items()))
-    e.add_argument("--data", help="dataset path (image folder, CSV, shards, Karpathy JSON, mask folders)")
+    e.add_argument("--data", help="dataset path (image folder, CSV, shards, Karpathy JSON, mask folders, or a "
+                   "CLIP_benchmark wds_<name> folder: its shards, class names and templates)")
     e.add_argument("--train-data", dest="train_data", help="linear probe: training split")
     e.add_argument("--test-data", dest="test_data", help="linear probe: test split")
     e.add_argument("--classnames", help="built-in name (imagenet1k) or a file")
     e.add_argument("--templates", help="built-in name (openai_imagenet) or a file")
     e.add_argument("--language", help="language key for class names / templates / captions")
-    e.add_argument("--dataset-name", dest="dataset_name")
-    e.add_argument("--output", help="write the CLIP_benchmark-format JSON here")
+    e.add_argument("--dataset-name", dest="dataset_name", help="the result's dataset name (default: wds/<name> "
+                   "for a CLIP_benchmark folder, else the data path's stem)")
+    e.add_argument("--output", help="write the CLIP_benchmark-format JSON here (a folder: named as "
+                   "clip_benchmark eval names it); clip_benchmark build reads it")
     e.add_argument("--pictures", dest="pictures_dir", help="write PNG examples into this folder")
     e.add_argument("--device", default="cpu")
     e.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
@@ -269,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also measure the supervised ceiling and the vision teacher's own linear probe")
     d.set_defaults(fn=cmd_demo)
 
-    sc = sub.add_parser("scenes", help="write the built-in scenes dataset (WebDataset shards and eval sets)")
+    sc = sub.add_parser("scenes", help="write the built-in scenes dataset (WebDataset shards and eval sets; the "
+                        "classification and retrieval sets also as CLIP_benchmark wds/ folders in "
+                        "OUT_DIR/clip_benchmark)")
     sc.add_argument("out_dir")
     sc.add_argument("--train", type=_count, default=2000, help="training pairs (0 = none)")
     sc.add_argument("--eval", type=_count, default=500, help="scenes per evaluation set (0 = none)")

@@ -51,7 +51,10 @@ def test_eval_cli_every_task(task, trained_run, eval_sets, tmp_path, capsys):
     assert main(["eval", str(trained_run), "--task", task, *args, "--output", str(out), "--batch-size", "8",
                  "--pictures", str(tmp_path / "pics")]) == 0
     record = json.loads(out.read_text())
-    assert record["task"] == task and set(record) >= {"dataset", "model", "task", "metrics", "language"}
+    # CLIP_benchmark's task name (sfclip's retrieval is its zeroshot_retrieval) and the fields its build reads
+    assert record["task"] == {"retrieval": "zeroshot_retrieval"}.get(task, task)
+    assert set(record) >= {"dataset", "model", "pretrained", "task", "metrics", "language"}
+    assert record["model"] == "test-tiny" and record["pretrained"] == str(trained_run)
     assert keys <= set(record["metrics"]), (keys, record["metrics"])
     for k in keys:
         assert 0.0 <= record["metrics"][k] <= 1.0

@@ -5,6 +5,8 @@ Layout under `<out>/data/`:
     train/                 WebDataset shards of 250 scenes (one set for the largest budget; smaller
                            budgets read a prefix of its shards, scene i is the same in every budget)
     eval/                  `write_eval_sets`: classification (single-object), retrieval, segmentation
+    clip_benchmark/        the classification and retrieval test sets in CLIP_benchmark's wds/ layout
+                           (`wds_scenes_classification/`, `wds_scenes_retrieval/`), for `clip_benchmark eval`
     probe/labels.csv       single-object train-split scenes for the linear probe (a stream the training
                            scenes never use)
     seg_train/             train-split scenes with masks for the linear segmentation probe
@@ -24,6 +26,7 @@ from pathlib import Path
 from sfclip.checkpoint import atomic_dir
 from sfclip.demo.scenes import SceneConfig, _encode, iter_scenes, write_eval_sets, write_shards
 from sfclip.demo.settings import SHARD_SIZE, DemoSettings
+from sfclip.eval.clip_benchmark_wds import export_scene_sets
 
 __all__ = ["DemoData", "prepare_data"]
 
@@ -44,6 +47,7 @@ class DemoData:
     segmentation: Path  # folder layout: images/, masks/, classes.json
     probe_train: Path  # labels.csv (train split, single object)
     seg_train: Path  # folder layout
+    clip_benchmark: Path | None = None  # wds_<name>/ folders of the test sets
 
 
 def _plain(obj: dict) -> dict:
@@ -114,6 +118,14 @@ def prepare_data(root: str | Path, s: DemoSettings, seed: int = 0, cfg: SceneCon
         log.info("demo data: writing %d test scenes per evaluation set", s.eval_images)
         write_eval_sets(eval_dir, s.eval_images, seed, cfg)
         _mark(eval_dir, want)
+    sets = {"classification": eval_dir / "classification" / "labels.csv",
+            "retrieval": eval_dir / "retrieval" / "captions.json"}
+    if not _valid(root / "clip_benchmark", want):
+        # Written from the test sets on disk, so CLIP_benchmark scores the very files the demo scores.
+        log.info("demo data: writing the test sets for CLIP_benchmark (wds/scenes_classification, "
+                 "wds/scenes_retrieval)")
+        export_scene_sets(sets, root / "clip_benchmark")
+        _mark(root / "clip_benchmark", want)
     for name, n, writer, stream in (("probe", s.probe_train, _single_object_csv, _PROBE_STREAM),
                                     ("seg_train", s.seg_train, _segmentation_folder, _SEG_STREAM)):
         want = {"n": n, "seed": seed, "scenes": scenes, "stream": stream}
@@ -121,7 +133,8 @@ def prepare_data(root: str | Path, s: DemoSettings, seed: int = 0, cfg: SceneCon
             log.info("demo data: writing %d train-split scenes for %s", n, name)
             writer(root / name, n, seed, cfg, stream)
             _mark(root / name, want)
-    return DemoData(train=root / "train", classification=eval_dir / "classification" / "labels.csv",
+    return DemoData(train=root / "train", classification=sets["classification"],
                     classnames_json=eval_dir / "classification" / "classnames.json",
-                    retrieval=eval_dir / "retrieval" / "captions.json", segmentation=eval_dir / "segmentation",
-                    probe_train=root / "probe" / "labels.csv", seg_train=root / "seg_train")
+                    retrieval=sets["retrieval"], segmentation=eval_dir / "segmentation",
+                    probe_train=root / "probe" / "labels.csv", seg_train=root / "seg_train",
+                    clip_benchmark=root / "clip_benchmark")

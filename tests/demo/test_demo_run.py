@@ -82,6 +82,8 @@ def test_demo_data_is_reused_when_valid(tmp_path):
     data = prepare_data(tmp_path, s)
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     assert data.train / "00000.tar" in stamps and data.classification in stamps and data.seg_train.is_dir()
+    for name in ("wds_scenes_classification", "wds_scenes_retrieval"):  # the test sets for CLIP_benchmark
+        assert data.clip_benchmark / name / "test" / "0.tar" in stamps
     prepare_data(tmp_path, s)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps  # nothing rewritten
     s.probe_train = 30  # a changed part is rewritten, the rest kept

@@ -26,7 +26,12 @@ def test_record_is_clip_benchmark_shaped_and_round_trips(tmp_path):
                         language="en", pretrained="run1.pt")
     assert set(rec) == {"dataset", "model", "task", "metrics", "language", "pretrained"}
     path = write_result(tmp_path, rec)
-    assert path.name == "imagenet1k_vit-b-16_en_zeroshot_classification.json"
+    # clip_benchmark eval's default name, {dataset}_{pretrained}_{model}_{language}_{task}.json: two checkpoints
+    # of one architecture evaluated into one folder do not overwrite each other
+    assert path.name == "imagenet1k_run1.pt_vit-b-16_en_zeroshot_classification.json"
+    del rec["pretrained"]
+    assert write_result(tmp_path / "plain", rec).name == "imagenet1k_vit-b-16_en_zeroshot_classification.json"
+    rec["pretrained"] = "run1.pt"
     assert json.loads(path.read_text()) == rec
     explicit = write_result(tmp_path / "sub" / "x.json", rec)
     assert explicit == tmp_path / "sub" / "x.json"
