@@ -61,4 +61,4 @@ smoke: $(STAMP)
 	$(BIN)/sfclip train configs/smoke.yaml
 
 clean:
-	rm -rf $(VENV) demo_out runs data/scenes
+	rm -rf $(VENV) $(INTEROP_VENV) demo_out runs data/scenes

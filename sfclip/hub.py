@@ -86,6 +86,14 @@ def _prefix(teacher: Any) -> str:
     return "the source's own" if prefix is None else repr(str(prefix))
 
 
+def _alias(name: str, metrics: dict) -> bool:
+    """CLIP_benchmark's name of a retrieval metric whose sfclip name is in the same record (one row, not two)."""
+    for theirs, ours in (("text_retrieval_recall@", "i2t_r"), ("image_retrieval_recall@", "t2i_r")):
+        if name.startswith(theirs) and f"{ours}{name[len(theirs):]}" in metrics:
+            return True
+    return False
+
+
 def model_card(folder: str | Path, repo_id: str, results: Sequence[dict] = ()) -> str:
     """The README.md of a pushed checkpoint: what it is, how to load it, its teachers, its measured evaluation
     results (the run's eval hook, plus CLIP_benchmark-format `results` records from `sfclip eval --output`) and
@@ -121,7 +129,7 @@ def model_card(folder: str | Path, repo_id: str, results: Sequence[dict] = ()) -
         lines += _table(["dataset", "task", "language", "metric", "value"],
                         [[r.get("dataset"), r.get("task"), r.get("language", "en"), name, f"{float(value):.4f}"]
                          for r in results for name, value in sorted(r.get("metrics", {}).items())
-                         if isinstance(value, (int, float))])
+                         if isinstance(value, (int, float)) and not _alias(name, r.get("metrics", {}))])
         lines.append("")
     if not hook and not results:
         lines += ["No evaluation results were recorded for this checkpoint.", ""]

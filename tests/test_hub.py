@@ -105,7 +105,8 @@ def test_push_uploads_the_inference_files_and_a_model_card(run, tmp_path):
     run_dir, _ = run
     result = tmp_path / "retrieval.json"
     result.write_text(json.dumps({"dataset": "flickr30k", "model": "x", "task": "retrieval", "language": "en",
-                                  "metrics": {"i2t_r1": 0.25, "t2i_r1": 0.5}}))
+                                  "metrics": {"i2t_r1": 0.25, "t2i_r1": 0.5, "text_retrieval_recall@1": 0.25,
+                                              "image_retrieval_recall@1": 0.5}}))
     api = RecordingApi()
     url = push(run_dir, "org/tiny-sfclip", private=True, results=[result], api=api)
     assert url.endswith(SHA) and api.repos == [("org/tiny-sfclip", True, True)]
@@ -120,6 +121,7 @@ def test_push_uploads_the_inference_files_and_a_model_card(run, tmp_path):
     assert "| scenes/acc1 | 0.6250 | 8 |" in card and "| scenes/acc5 | 1.0000 | 8 |" in card
     assert "0.8750" not in card  # logged after this checkpoint
     assert "| flickr30k | retrieval | en | i2t_r1 | 0.2500 |" in card
+    assert "text_retrieval_recall@1" not in card  # CLIP_benchmark's name of the same number: one row
     assert "```yaml" in card and "distill_fraction: 0.5" in card  # the resolved config
 
 
