@@ -83,6 +83,8 @@ class SceneConfig:
     # background only, so that fewer scenes of a batch can be told apart without the class (the demo).
     caption_places: bool = True
     source: str = "auto"  # "auto" (Fashion-MNIST, else MNIST), "fashion" or "digits"
+    # Label ids of the glyph set to draw, relabelled 0..k-1 in this order; () = all ten.
+    classes: tuple[int, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -111,6 +113,9 @@ class SceneConfig:
                              f"got {self.backgrounds}")
         if not 1.0 <= self.alpha_gain <= 10.0:
             raise ValueError(f"alpha_gain must be in [1, 10], got {self.alpha_gain}")
+        self.classes = tuple(self.classes)
+        if self.classes:
+            vocab.parse_source("fashion:" + ",".join(str(c) for c in self.classes))  # distinct ids in [0, 10)
         if self.source not in ("auto", "fashion", "digits"):
             raise ValueError(f"source must be 'auto', 'fashion' or 'digits', got {self.source!r}")
         if not _is_int(self.seed) or self.seed < 0:
@@ -307,7 +312,7 @@ def iter_scenes(split: str, num_samples: int, seed: int | None = None, cfg: Scen
         raise ValueError(f"num_samples must be a non-negative int, got {num_samples!r}")
     if not 1 <= num_captions <= len(vocab.CAPTION_TEMPLATES):
         raise ValueError(f"num_captions must be in [1, {len(vocab.CAPTION_TEMPLATES)}], got {num_captions}")
-    objs = load_objects(split, cfg.source)
+    objs = load_objects(split, cfg.source, cfg.classes)
     tables = _by_class(objs, objs.num_classes)
     pyramid = background_pyramid(cfg.backgrounds, cfg.image_size, cfg.background_crop, _LEVELS)
     for chunk in range((num_samples + _CHUNK - 1) // _CHUNK):
@@ -410,7 +415,7 @@ def write_shards(out_dir: str | os.PathLike, split: str, num_samples: int, seed:
 
 
 def _info(split: str, num_samples: int, seed: int, cfg: SceneConfig) -> dict:
-    objs = load_objects(split, cfg.source)
+    objs = load_objects(split, cfg.source, cfg.classes)
     return {"split": split, "num_samples": num_samples, "seed": seed, "config": asdict(cfg),
             "dataset": objs.dataset, "vocab_source": objs.kind, "num_classes": objs.num_classes,
             "classnames": vocab.classnames("en", objs.kind), "ignore_index": IGNORE_INDEX}
@@ -450,7 +455,7 @@ def write_eval_sets(out_dir: str | os.PathLike, num_samples: int = 1000, seed: i
     seed = cfg.seed if seed is None else seed
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    kind = load_objects("test", cfg.source).kind
+    kind = load_objects("test", cfg.source, cfg.classes).kind
 
     with _atomic_dir(root / "classification") as d:
         rows, metas = [], []

@@ -51,7 +51,7 @@ class ObjectSource:
     """Glyphs of one split: `images` (N, 28, 28) uint8 with a bright object on black, `labels` (N,)."""
 
     dataset: str  # "fashion-mnist" or "mnist"
-    kind: str  # vocabulary source: "fashion" or "digits"
+    kind: str  # vocabulary source: "fashion" or "digits", with ":<kept label ids>" for a class subset
     file: str  # which file the indices point into ("train", "t10k", "mnist_5k")
     images: np.ndarray
     labels: np.ndarray
@@ -107,8 +107,23 @@ def _fashion_available() -> bool:
                for f in ("train", "t10k") for k in ("images-idx3", "labels-idx1"))
 
 
-def load_objects(split: str, source: str = "auto") -> ObjectSource:
-    """The glyphs of `split` ("train" | "test") from `source` ("auto" | "fashion" | "digits")."""
+def load_objects(split: str, source: str = "auto", classes: tuple[int, ...] = ()) -> ObjectSource:
+    """The glyphs of `split` ("train" | "test") from `source` ("auto" | "fashion" | "digits"); with `classes`,
+    only those labels of the set, relabelled 0..k-1 in that order (the vocabulary kind says which)."""
+    objs = _load_objects(split, source)
+    if not classes:
+        return objs
+    keep = tuple(int(c) for c in classes)
+    kind = f"{objs.kind}:{','.join(map(str, keep))}"
+    vocab.parse_source(kind)  # validates the ids
+    relabel = np.full(10, -1, dtype=np.int64)
+    relabel[list(keep)] = np.arange(len(keep))
+    rows = np.flatnonzero(relabel[objs.labels] >= 0)
+    return ObjectSource(objs.dataset, kind, objs.file, objs.images[rows], relabel[objs.labels[rows]],
+                        objs.indices[rows])
+
+
+def _load_objects(split: str, source: str) -> ObjectSource:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if source not in ("auto", "fashion", "digits"):

@@ -11,7 +11,8 @@ and display). `prompts(lang, source)` does the filling and is what evaluators sh
     prompts("de")[1] == ["Auf dem Foto ist eine Hose zu sehen.", "Das ist eine Hose.", ...]
 
 English templates are lower case, as CLIP's are; the others are written in sentence case.
-`source` is "fashion" (Fashion-MNIST, the default) or "digits" (the MNIST fallback).
+`source` is "fashion" (Fashion-MNIST, the default) or "digits" (the MNIST fallback), optionally with the
+label ids a scene set keeps ("fashion:0,1,3,5,8,9": six classes, relabelled 0..5; see `parse_source`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import random
 
 __all__ = ["CAPTION_TEMPLATES", "CLASSNAMES", "COLOURS", "COLOUR_NAMES", "DIGIT_CLASSNAMES",
            "DIGIT_TEMPLATES", "FASHION_MNIST_LABELS", "LANGUAGES", "POSITION_PHRASES", "TEMPLATES",
-           "caption", "classnames", "object_phrase", "position_word", "prompt_names", "prompts", "templates"]
+           "caption", "classnames", "object_phrase", "parse_source", "position_word", "prompt_names", "prompts",
+           "templates"]
 
 LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "it", "ru", "zh", "ja")
 
@@ -158,29 +160,49 @@ CAPTION_TEMPLATES: list[str] = [
 ]
 
 
-def _check(lang: str, source: str) -> None:
-    if source not in ("fashion", "digits"):
-        raise ValueError(f"source must be 'fashion' or 'digits', got {source!r}")
+def parse_source(source: str) -> tuple[str, tuple[int, ...] | None]:
+    """A vocabulary name -> (glyph set, kept label ids or None for all). "fashion" and "digits" name all ten
+    classes; "fashion:0,1,3,5,8,9" keeps those labels of the set, relabelled 0..k-1 in that order."""
+    base, sep, keep = source.partition(":")
+    if base not in ("fashion", "digits"):
+        raise ValueError(f"source must be 'fashion' or 'digits' (optionally ':<label ids>'), got {source!r}")
+    if not sep:
+        return base, None
+    try:
+        ids = tuple(int(k) for k in keep.split(","))
+    except ValueError:
+        raise ValueError(f"source {source!r}: the kept labels must be integers, e.g. 'fashion:0,1,3'") from None
+    if len(ids) < 2 or len(set(ids)) != len(ids) or not all(0 <= i < 10 for i in ids):
+        raise ValueError(f"source {source!r}: keep at least two distinct labels in [0, 10)")
+    return base, ids
+
+
+def _check(lang: str, source: str) -> tuple[str, tuple[int, ...] | None]:
     if lang not in LANGUAGES:
         raise ValueError(f"unknown language {lang!r}; choose from {LANGUAGES}")
+    return parse_source(source)
+
+
+def _kept(rows: list[str], keep: tuple[int, ...] | None) -> list[str]:
+    return list(rows) if keep is None else [rows[i] for i in keep]
 
 
 def classnames(lang: str = "en", source: str = "fashion") -> list[str]:
     """Bare class names in label order (label i is class i)."""
-    _check(lang, source)
-    return list((CLASSNAMES if source == "fashion" else DIGIT_CLASSNAMES)[lang])
+    base, keep = _check(lang, source)
+    return _kept((CLASSNAMES if base == "fashion" else DIGIT_CLASSNAMES)[lang], keep)
 
 
 def prompt_names(lang: str = "en", source: str = "fashion") -> list[str]:
     """Class names as they fill `templates(lang, source)`: with the indefinite article where needed."""
-    _check(lang, source)
-    return list((_FASHION_PROMPT_NAMES if source == "fashion" else DIGIT_CLASSNAMES)[lang])
+    base, keep = _check(lang, source)
+    return _kept((_FASHION_PROMPT_NAMES if base == "fashion" else DIGIT_CLASSNAMES)[lang], keep)
 
 
 def templates(lang: str = "en", source: str = "fashion") -> list[str]:
     """Zero-shot prompt templates (format strings with one `{}` for a prompt name)."""
-    _check(lang, source)
-    return list((TEMPLATES if source == "fashion" else DIGIT_TEMPLATES)[lang])
+    base, _ = _check(lang, source)
+    return list((TEMPLATES if base == "fashion" else DIGIT_TEMPLATES)[lang])
 
 
 def prompts(lang: str = "en", source: str = "fashion") -> list[list[str]]:
@@ -201,7 +223,7 @@ def prompts(lang: str = "en", source: str = "fashion") -> list[list[str]]:
 def object_phrase(class_id: int, colour: str, source: str = "fashion") -> str:
     """English noun phrase for a tinted object in a caption: 'a red t-shirt', 'a pair of red trousers'."""
     noun = classnames("en", source)[class_id]
-    if source == "digits":
+    if parse_source(source)[0] == "digits":
         noun = f"number {noun}"
     if noun == "trousers":  # plural-only noun: "a red trousers" is wrong
         return f"a pair of {colour} trousers"

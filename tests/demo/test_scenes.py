@@ -219,3 +219,29 @@ def test_vocab_is_complete_and_grammatical():
     assert vocab.prompts("fr")[3][0] == "Une photo d'une robe."
     assert vocab.object_phrase(1, "red") == "a pair of red trousers"
     assert vocab.object_phrase(8, "orange") == "an orange bag"
+
+
+def test_class_subset_draws_only_those_classes_relabelled():
+    """`SceneConfig.classes` (the demo keeps six of Fashion-MNIST's ten): labels 0..k-1 in the given order,
+    glyphs, masks, captions and every language's zero-shot names follow the same relabelling."""
+    keep = (0, 1, 3, 5, 8, 9)
+    cfg = SceneConfig(objects_per_scene=(1, 1), caption_places=False, classes=keep, image_size=64)
+    scenes = render_scenes("test", 60, seed=0, cfg=cfg)
+    objs = sources.load_objects("test", "auto", keep)
+    full = sources.load_objects("test", "auto")
+    kind = objs.kind
+    assert kind == f"{full.kind}:0,1,3,5,8,9" and objs.num_classes == 6
+    assert sorted(set(scenes.labels.tolist())) == list(range(6))
+    for cap, meta, mask in zip(scenes.captions, scenes.meta, scenes.masks):
+        obj = meta["objects"][0]
+        # The glyph is one of the kept class's own images, and the caption names that class.
+        assert full.labels[list(full.indices).index(obj["source_index"])] == keep[obj["class_id"]]
+        assert vocab.classnames("en", kind)[obj["class_id"]] in cap[0]
+        assert set(np.unique(mask).tolist()) <= {0, obj["class_id"] + 1, IGNORE_INDEX}
+    assert vocab.classnames("de", kind) == [vocab.CLASSNAMES["de"][i] for i in keep]
+    assert vocab.prompts("fr", kind)[2][0] == "Une photo d'une robe."
+    for bad in ("fashion:1", "fashion:1,1", "fashion:0,10", "fashion:a,b", "shoes:1,2"):
+        with pytest.raises(ValueError, match="source"):
+            vocab.parse_source(bad)
+    with pytest.raises(ValueError, match="at least two distinct labels"):
+        SceneConfig(classes=(3,))
