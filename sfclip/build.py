@@ -75,7 +75,8 @@ def student_model_config(scfg: StudentConfig, teachers: dict[str, Teacher], toke
         text = replace(text, embedding="own", vocab_size=tokenizer.vocab_size, embed_width=0)
     opts = {tc.name: tc for tc in teacher_cfgs or []}
     heads = [HeadConfig(name=name, tower=t.kind, width=t.width, kind=opts[name].head, hidden=opts[name].head_hidden,
-                        norm=opts[name].norm) if name in opts else HeadConfig(name=name, tower=t.kind, width=t.width)
+                        norm=opts[name].norm, summary=opts[name].summary_weight > 0)
+             if name in opts else HeadConfig(name=name, tower=t.kind, width=t.width)
              for name, t in teachers.items()]
     return replace(base, text=text, heads=heads)
 

@@ -190,8 +190,12 @@ class Objective(nn.Module):
 
         if vision_needed:
             for name, teacher in self.vision_teachers.items():
-                out[f"{name}_loss"] = self._vision_distill(name, teacher, batch, images, k, grid, masked_vis, out)
+                targets = self._vision_targets(name, teacher, batch, images, k)
+                out[f"{name}_loss"] = self._vision_distill(name, targets["patch"], grid, masked_vis, out)
                 weights[f"{name}_loss"] = self.tcfg[name].weight
+                if self.tcfg[name].summary_weight > 0:
+                    out[f"{name}_summary_loss"] = self._summary_distill(name, targets.get("cls"), vis["cls"][:k])
+                    weights[f"{name}_summary_loss"] = self.tcfg[name].summary_weight
         if k > 0 and self.text_teachers:
             for name, teacher in self.text_teachers.items():
                 out[f"{name}_loss"] = self._text_distill(name, teacher, batch, ids[:k, :Lk], am[:k, :Lk], out)
@@ -213,13 +217,32 @@ class Objective(nn.Module):
             x = F.interpolate(x, size=(teacher.image_size,) * 2, mode="bicubic", align_corners=False, antialias=True)
         return x.clamp(0.0, 1.0)
 
-    def _vision_distill(self, name: str, teacher: VisionTeacher, batch: dict, images: torch.Tensor, k: int,
-                        grid: tuple[int, int], masked_vis: dict, out: dict) -> torch.Tensor:
+    def _vision_targets(self, name: str, teacher: VisionTeacher, batch: dict, images: torch.Tensor,
+                        k: int) -> dict[str, torch.Tensor]:
+        """The teacher's `patch` (k, Nt, Dt) and summary `cls` (k, Dt) of the distilled rows: from the target
+        cache when the batch carries it (a cache written before summaries were stored has no `cls`), else
+        from one teacher pass."""
         cached = batch.get("targets", {}).get(name)
         if cached is not None:
-            target = cached["patch"][:k]
-        else:
-            target = teacher(self._teacher_input(teacher, batch, images, k))["patch"]  # (k, Nt, Dt)
+            return {field: value[:k] for field, value in cached.items()}
+        return teacher(self._teacher_input(teacher, batch, images, k))
+
+    def _summary_distill(self, name: str, target: torch.Tensor | None, cls: torch.Tensor) -> torch.Tensor:
+        """Cosine between the summary map of the student's class token (k, D) and the layer-normed teacher
+        summary token (k, Dt)."""
+        if target is None:
+            raise ValueError(f"teacher {name!r}: summary_weight > 0 needs its summary token, and the target cache "
+                             "has none (built before sfclip stored it): rebuild it with `sfclip targets RECIPE`")
+        summary = self.student.heads[name].summary
+        if summary is None:
+            raise ValueError(f"teacher {name!r}: the student's head has no summary map; build the student with "
+                             "this teacher's summary_weight set (sfclip.build.build_student does)")
+        target = F.layer_norm(target.float(), target.shape[-1:])  # (k, Dt)
+        return 1.0 - F.cosine_similarity(summary(cls).float(), target, dim=-1).mean()
+
+    def _vision_distill(self, name: str, target: torch.Tensor, grid: tuple[int, int], masked_vis: dict,
+                        out: dict) -> torch.Tensor:
+        """target: the teacher's patch tokens (k, Nt, Dt)."""
         head = self.student.heads[name]
         target = head.normalize_target(align_patch_grid(target, grid))  # (k, N, Dt)
         pred = head(masked_vis["patch"])  # (k, N or K, Dt)

@@ -260,3 +260,58 @@ def test_trimmed_padding_gives_the_full_width_step(obj_tok, monkeypatch):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def make_summary(vision_dir, text_dir, p=0.25, summary_weight=0.5):
+    teachers = [TeacherConfig(name="dino", kind="vision", source=str(vision_dir), summary_weight=summary_weight),
+                TeacherConfig(name="bert", kind="text", source=str(text_dir))]
+    return build_objective(ObjectiveConfig(distill_fraction=p, teachers=teachers), StudentConfig(model="test-tiny"),
+                           MEAN, STD)
+
+
+def test_summary_term_matches_a_manual_cosine_and_trains_the_class_token(tiny_vision_teacher_dir,
+                                                                         tiny_text_teacher_dir):
+    """summary_weight: the student's class token (unmasked view, distilled rows) through the head's summary map
+    against the layer-normed teacher class token; in the total with its weight; gradients reach the map and
+    the class token, and every trainable parameter still gets one."""
+    obj, tok = make_summary(tiny_vision_teacher_dir, tiny_text_teacher_dir)
+    obj.train()
+    batch = batch_for(tok)
+    k = obj.num_distill(8)
+    out = obj(batch)
+    with torch.no_grad():
+        cls = obj.student.visual(batch["image"])["cls"][:k]
+        t = obj.teachers["dino"](obj._teacher_input(obj.teachers["dino"], batch, batch["image"], k))["cls"]
+        want = 1 - torch.nn.functional.cosine_similarity(
+            obj.student.heads["dino"].summary(cls), torch.nn.functional.layer_norm(t, t.shape[-1:]), dim=-1).mean()
+    torch.testing.assert_close(out["dino_summary_loss"], want, atol=1e-5, rtol=0)
+    terms = out["contrastive_loss"] + out["dino_loss"] + out["bert_loss"] + 0.5 * out["dino_summary_loss"]
+    torch.testing.assert_close(out["loss"], terms)
+    out["loss"].backward()
+    assert obj.student.heads["dino"].summary.weight.grad.abs().sum() > 0
+    assert obj.student.visual.cls_token.grad is not None
+    assert all(p.grad is not None for p in obj.parameters() if p.requires_grad)
+
+
+def test_summary_from_the_cache_and_a_cache_without_it(tiny_vision_teacher_dir, tiny_text_teacher_dir):
+    obj, tok = make_summary(tiny_vision_teacher_dir, tiny_text_teacher_dir)
+    batch = batch_for(tok)
+    k = obj.num_distill(8)
+    state = copy.deepcopy(obj.rng_state())
+    live = obj(batch)
+    res = obj.teachers["dino"](obj._teacher_input(obj.teachers["dino"], batch, batch["image"], k))
+    text = obj.teachers["bert"](batch["input_ids"][:k], batch["attention_mask"][:k])["tokens"].half()
+    targets = {"dino": {"patch": res["patch"].half(), "cls": res["cls"].half()}, "bert": {"tokens": text}}
+    obj.set_rng_state(state)
+    cached = obj({**batch, "targets": targets})
+    torch.testing.assert_close(cached["dino_summary_loss"], live["dino_summary_loss"], atol=2e-3, rtol=2e-3)
+    del targets["dino"]["cls"]  # a cache built before summary tokens were stored
+    with pytest.raises(ValueError, match="rebuild it with `sfclip targets RECIPE`"):
+        obj({**batch, "targets": targets})
+
+
+def test_summary_weight_is_a_vision_option():
+    with pytest.raises(ValueError, match="summary_weight is a vision-teacher option"):
+        TeacherConfig(name="bert", kind="text", summary_weight=1.0)
+    with pytest.raises(ValueError, match="summary_weight"):
+        TeacherConfig(name="dino", kind="vision", summary_weight=-1.0)

@@ -28,6 +28,7 @@ class HeadConfig:
     kind: str = "linear"  # linear | mlp
     hidden: int = 0  # mlp hidden width; 0 = width
     norm: str = "layernorm"  # target normalization: layernorm | none | running
+    summary: bool = False  # vision: also a linear map from the class token to the teacher's summary token
 
     def __post_init__(self) -> None:
         if self.tower not in TOWERS:
@@ -42,6 +43,7 @@ class DistillHead(nn.Module):
     """Student tokens (..., Ds) -> predicted teacher features (..., Dt), plus target normalization."""
 
     net: nn.Module
+    summary: nn.Linear | None  # cfg.summary only
     # Buffers of norm="running" only.
     target_mean: torch.Tensor  # (Dt,)
     target_var: torch.Tensor  # (Dt,)
@@ -55,6 +57,8 @@ class DistillHead(nn.Module):
         else:
             hidden = cfg.hidden or cfg.width
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, cfg.width))
+        # The summary map: student class token -> the teacher's summary (class) token (RADIO's summary head).
+        self.summary = nn.Linear(in_dim, cfg.width) if cfg.summary else None
         self.momentum = momentum
         if cfg.norm == "running":
             self.register_buffer("target_mean", torch.zeros(cfg.width))

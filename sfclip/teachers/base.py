@@ -51,6 +51,10 @@ class TeacherConfig:
     norm: str = "layernorm"
     loss: str = ""  # smooth_l1 | mse | cosine; empty = the objective's default for this modality
     weight: float = 1.0
+    # Vision: weight of the summary term, in which the student's class token predicts the teacher's summary
+    # token (its class token; a CNN's mean feature) through the head's summary map, cosine (RADIO's summary
+    # loss). 0 = off. Scored on the distilled rows from the unmasked view, alongside the patch term.
+    summary_weight: float = 0.0
     head: str = "linear"  # linear (EVA-02) | mlp (RADIO-style adaptor)
     head_hidden: int = 0  # mlp hidden width; 0 = the teacher width
     # The teacher's compute dtype: float32 | bfloat16 | float16, or "auto" = bf16 where the device computes it
@@ -77,6 +81,9 @@ class TeacherConfig:
             raise ValueError(f"teacher {self.name!r}: dtype must be one of {TEACHER_DTYPES}, got {self.dtype!r}")
         if self.weight < 0:
             raise ValueError(f"teacher {self.name!r}: weight must be >= 0, got {self.weight}")
+        if self.summary_weight < 0 or (self.summary_weight and self.kind != "vision"):
+            raise ValueError(f"teacher {self.name!r}: summary_weight is a vision-teacher option >= 0, got "
+                             f"{self.summary_weight} for a {self.kind} teacher")
         if self.pooling not in TEXT_POOLINGS:
             raise ValueError(f"teacher {self.name!r}: pooling must be one of {TEXT_POOLINGS}, got {self.pooling!r}")
         if self.kind == "vision" and (self.prefix is not None or self.pooling != "auto"):
