@@ -36,6 +36,7 @@ from .targets import (
     FORMAT,
     KEYS,
     META,
+    SUMMARY_FIELD,
     VERSION,
     TargetCacheError,
     array_name,
@@ -97,7 +98,9 @@ def _teacher_meta(tc, teacher, rows: int, context_length: int, device: torch.dev
     if tc.kind == "vision":
         grid = list(teacher.grid)
         out.update(image_size=int(teacher.image_size), patch_size=int(teacher.patch_size), grid=grid,
-                   image_size_config=tc.image_size, align=tc.align, shape=[rows, grid[0] * grid[1], teacher.width])
+                   image_size_config=tc.image_size, align=tc.align, shape=[rows, grid[0] * grid[1], teacher.width],
+                   # the summary token too (a few percent more), for `summary_weight` runs
+                   summary_field=SUMMARY_FIELD, summary_shape=[rows, teacher.width])
     else:
         # The prefix changes every token the teacher sees; the pooling no per-token target, recorded for reference.
         out.update(context_length=context_length, prefix=teacher.prefix, pooling=teacher.pooling,
@@ -125,10 +128,18 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _open_arrays(folder: Path, request: dict, mode: str) -> dict[str, np.ndarray]:
-    return {name: np.lib.format.open_memmap(folder / array_name(name, t["field"]), mode=mode,
-                                            dtype=np.float16, shape=tuple(t["shape"]))
-            for name, t in request["teachers"].items()}
+def _open_arrays(folder: Path, request: dict, mode: str) -> dict[str, dict[str, np.ndarray]]:
+    """`{teacher: {field: memmap}}`: the per-position field of every teacher, and a vision teacher's summary."""
+    def open_one(name: str, field: str, shape) -> np.ndarray:
+        return np.lib.format.open_memmap(folder / array_name(name, field), mode=mode, dtype=np.float16,
+                                         shape=tuple(shape))
+
+    out = {}
+    for name, t in request["teachers"].items():
+        out[name] = {t["field"]: open_one(name, t["field"], t["shape"])}
+        if "summary_field" in t:
+            out[name][t["summary_field"]] = open_one(name, t["summary_field"], t["summary_shape"])
+    return out
 
 
 def _done_keys(partial: Path, request: dict) -> list[str]:
@@ -193,18 +204,20 @@ def _text_targets(captions: list[str], tokens_in: dict, teacher, device: torch.d
 
 @torch.inference_mode()
 def _run_batch(samples: list[dict], images: list, transform: ImageTransform, tokenizer, teachers: dict,
-               device: torch.device, memo: CaptionMemo | None = None) -> dict[str, np.ndarray]:
+               device: torch.device, memo: CaptionMemo | None = None) -> dict[str, dict[str, np.ndarray]]:
     views = transform.batch(images)["teacher_image"] if images else {}
     out = {}
     memo = memo if memo is not None else CaptionMemo()
     for name, teacher in teachers.items():
         if teacher.kind == "vision":
             x = views[teacher.image_size].to(device).float().div_(255.0)  # (B, 3, S, S) as the objective scales it
-            out[name] = teacher(x)["patch"].float().cpu().numpy()  # (B, N, D)
+            res = teacher(x)
+            out[name] = {"patch": res["patch"].float().cpu().numpy(),  # (B, N, D)
+                         SUMMARY_FIELD: res["cls"].float().cpu().numpy()}  # (B, D)
         else:
             captions = [s["caption"] for s in samples]
             # tokenized exactly as the training collate does
-            out[name] = _text_targets(captions, tokenizer(captions), teacher, device, memo)
+            out[name] = {"tokens": _text_targets(captions, tokenizer(captions), teacher, device, memo)}
     return out
 
 
@@ -277,9 +290,10 @@ def build_target_cache(data_cfg: DataConfig, teachers: Sequence, out_dir: str | 
             if row + len(pending) > rows:
                 raise TargetCacheError(f"{data_cfg.train_data!r} holds more samples than its sizes say ({rows}); "
                                        "fix sizes.json / data.num_samples")
-            for name, values in result.items():
-                arrays[name][row:row + len(pending)] = values.astype(np.float16)
-                arrays[name].flush()
+            for name, fields in result.items():
+                for field, values in fields.items():
+                    arrays[name][field][row:row + len(pending)] = values.astype(np.float16)
+                    arrays[name][field].flush()
             keys_file.write("".join(s["__key__"] + "\n" for s in pending))
             keys_file.flush()
             row += len(pending)

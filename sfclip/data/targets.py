@@ -13,6 +13,8 @@ Layout of a cache folder (written under a temporary name and renamed when comple
     keys.txt                  one sample key per line; line i is row i of every array
     <teacher>.<field>.npy     float16 (N, n, D): field "patch" (vision, n = grid cells) or
                               "tokens" (text, n = the tokenizer's context length; padding rows are 0)
+    <teacher>.cls.npy         float16 (N, D): a vision teacher's summary token (its class token), for
+                              `summary_weight`; caches written before it existed have none
 
 The view: vision targets are only right if training renders each image exactly as the cache saw it,
 so a cache with vision targets needs a crop that draws nothing at random (`crop_scale=[1, 1]`, no
@@ -37,7 +39,7 @@ from .spec import expand_shards, local_path, resolve_dataset_type
 from .stream import MISSING_TARGET
 from .transforms import worker_tensor
 
-__all__ = ["FORMAT", "VERSION", "META", "KEYS", "MISSING_TARGET", "TargetCacheError", "TargetCache",
+__all__ = ["FORMAT", "VERSION", "META", "KEYS", "MISSING_TARGET", "SUMMARY_FIELD", "TargetCacheError", "TargetCache",
            "array_name", "deterministic_view", "check_run", "data_files", "read_meta"]
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 FORMAT, VERSION = "sfclip-targets", 1
 META, KEYS = "meta.json", "keys.txt"
 FIELDS = {"vision": "patch", "text": "tokens"}
+SUMMARY_FIELD = "cls"  # a vision teacher's summary token (B, D), cached beside its patch tokens
 
 
 class TargetCacheError(ValueError):
@@ -127,14 +130,16 @@ class TargetCache:
         return int(self.meta["num_rows"])
 
     def arrays(self) -> dict[str, dict[str, np.ndarray]]:
-        """`{teacher: {field: memmap (N, n, D) float16}}`, mapped on first use."""
+        """`{teacher: {field: memmap (N, n, D) or (N, D) float16}}`, mapped on first use."""
         if self._arrays is None:
-            self._arrays = {name: {t["field"]: np.load(self.path / array_name(name, t["field"]), mmap_mode="r")}
-                            for name, t in self.teachers.items()}
+            self._arrays = {}
+            for name, t in self.teachers.items():
+                fields = [t["field"]] + ([t["summary_field"]] if "summary_field" in t else [])
+                self._arrays[name] = {f: np.load(self.path / array_name(name, f), mmap_mode="r") for f in fields}
         return self._arrays
 
     def lookup(self, keys: Sequence[str], shared: bool = True) -> dict[str, dict[str, torch.Tensor]]:
-        """The rows of `keys` (all present) as `{teacher: {field: (B, n, D) float16}}`.
+        """The rows of `keys` (all present) as `{teacher: {field: (B, n, D) or (B, D) float16}}`.
 
         Inside a DataLoader worker the tensors are allocated in shared memory (as the image batch is),
         so handing the batch to the main process copies nothing more.

@@ -89,8 +89,11 @@ def test_cached_targets_give_the_live_losses(setup, workers):
         assert got[k] == pytest.approx(want[k], rel=2e-3, abs=2e-3), k
     # The stored rows are the teacher's outputs for those samples, to fp16 precision.
     with torch.no_grad():
-        patch = obj.teachers["dino"](live["teacher_image"][16].float() / 255)["patch"]
-    torch.testing.assert_close(cached["targets"]["dino"]["patch"].float(), patch, rtol=2e-3, atol=2e-3)
+        res = obj.teachers["dino"](live["teacher_image"][16].float() / 255)
+    torch.testing.assert_close(cached["targets"]["dino"]["patch"].float(), res["patch"], rtol=2e-3, atol=2e-3)
+    # The summary (class) token beside them, for summary_weight runs.
+    assert cached["targets"]["dino"]["cls"].shape == (8, 20)
+    torch.testing.assert_close(cached["targets"]["dino"]["cls"].float(), res["cls"], rtol=2e-3, atol=2e-3)
 
 
 def test_cache_meta_and_reuse(setup):
