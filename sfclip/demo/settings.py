@@ -77,6 +77,11 @@ class DemoSettings:
     warmup_fraction: float = 0.1
     weight_decay: float = 0.1
     distill_fraction: float = 0.5
+    # DINOv2's class token distilled into the student's (teachers[].summary_weight, RADIO's summary loss). The
+    # per-patch targets of these scenes are mostly colour, background and where the object is; a linear
+    # predictor from those alone beats the student's patch loss, and class adds little to it, so the patch
+    # term alone hands over little class. Measured with benchmarks/demo_vision_gain.py (docs/demo.md).
+    summary_weight: float = 1.0
     precision: str = "auto"  # bf16 on CUDA, fp32 on the CPU (where bf16 autocast measured no faster here)
     teacher_dtype: str = "auto"  # bf16 only where the device computes it natively (sfclip.precision)
     workers: int = 1
@@ -119,9 +124,11 @@ def scene_config(s: DemoSettings, source: str = "auto") -> SceneConfig:
 
 
 def teacher_configs(s: DemoSettings) -> list[TeacherConfig]:
-    """SF-CLIP's teachers: DINOv2-S/14 rendered at 84 px (its 6x6 grid meets the student's) and
-    multilingual-E5-small; with `efficientnet`, EfficientNet-Lite0, also rendered to meet the student grid."""
-    teachers = [TeacherConfig(name="dinov2", kind="vision", source=DINO, dtype=s.teacher_dtype),
+    """SF-CLIP's teachers: DINOv2-S/14 rendered at 84 px (its 6x6 grid meets the student's; patch tokens and,
+    with `summary_weight`, its class token) and multilingual-E5-small; with `efficientnet`, EfficientNet-Lite0,
+    also rendered to meet the student grid."""
+    teachers = [TeacherConfig(name="dinov2", kind="vision", source=DINO, dtype=s.teacher_dtype,
+                              summary_weight=s.summary_weight),
                 TeacherConfig(name="e5", kind="text", source=E5, dtype=s.teacher_dtype)]
     if s.efficientnet:
         teachers.insert(1, TeacherConfig(name="efficientnet", kind="vision", source=EFFNET, dtype=s.teacher_dtype))
