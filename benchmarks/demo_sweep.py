@@ -63,8 +63,10 @@ def main(argv: list[str]) -> dict:
     trainer = Trainer(cfg)
     summary = trainer.fit()
     seconds = time.perf_counter() - t0
+    # The class names of the scenes' kept classes (a `classes` subset is relabelled 0..k-1).
+    vocab_kind = "fashion" + (":" + ",".join(map(str, scene.classes)) if scene.classes else "")
     m = evaluate_student(trainer.student.eval(), trainer.tokenizer, data, cfg.data.mean, cfg.data.std,
-                         seg_eval=s.seg_eval)
+                         seg_eval=s.seg_eval, source=vocab_kind)
     row = {"kind": kind, "args": argv, "train_seconds": round(seconds), "steps": cfg.train.steps,
            "final_contrastive_loss": round(float(summary["contrastive_loss"]), 3),
            **{k: round(m[k], 3) for k in KEYS}}
