@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sfclip-installed
 LINT_STAMP := $(VENV)/.sfclip-lint-installed
 
-.PHONY: demo test quick-test lint smoke clean interop-test
+.PHONY: demo test quick-test test-other-precision lint smoke clean interop-test
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "sfclip needs Python 3.10 or newer")'
@@ -30,6 +30,13 @@ test: $(STAMP)
 
 quick-test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# The suite runs "auto" dtypes as fp32 on every CPU (tests/conftest.py sets SFCLIP_BF16=0); this runs the
+# precision-sensitive tests again with the rule forced to bf16 (emulated, and slow, on an AVX2-only CPU).
+PRECISION_TESTS := tests/test_precision.py tests/teachers tests/data/test_targets.py tests/test_objective.py \
+	tests/demo/test_demo_teachers.py
+test-other-precision: $(STAMP)
+	SFCLIP_BF16=1 $(BIN)/python -m pytest -m "not interop" $(PRECISION_TESTS)
 
 # mypy reads torch's inline types, so it runs in the project's venv (after the full install).
 $(LINT_STAMP): $(STAMP)

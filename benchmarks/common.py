@@ -6,7 +6,7 @@ import torch
 
 from sfclip.build import StudentConfig, build_objective
 from sfclip.masking import ImageMaskConfig
-from sfclip.models import model_config
+from sfclip.models import resolve_model_config
 from sfclip.models.flops import EncoderShape, step_flops
 from sfclip.objective import ObjectiveConfig
 from sfclip.teachers import TeacherConfig
@@ -32,12 +32,18 @@ def filler_tokenizer(vocab: int = VOCAB):
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-def make_teachers(model_name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
+def model_config(model_name: str, overrides: dict | None = None):
+    """The student's model config: a registry preset with `StudentConfig.overrides`-style overrides."""
+    return resolve_model_config(model_name, overrides)
+
+
+def make_teachers(model_name: str, device: torch.device, dtype: torch.dtype = torch.float32,
+                  overrides: dict | None = None) -> dict:
     """Randomly initialised teachers as wide and deep as the student's towers (DINOv2 /14, BERT), computing
     in `dtype` (bf16 on a GPU, as a real run would configure them)."""
     from transformers import BertConfig, BertModel, Dinov2Config, Dinov2Model
 
-    cfg = model_config(model_name)
+    cfg = model_config(model_name, overrides)
     v, t = cfg.vision, cfg.text
     grid = v.image_size // v.patch_size
     torch.manual_seed(0)
@@ -65,21 +71,24 @@ def with_dtype(teachers: dict, dtype: torch.dtype) -> dict:
 
 
 def build_setting(model_name: str, teachers: dict, device: torch.device, p: float = 0.25, mode: str = "replace",
-                  view: str = "separate", ratio: float = 0.4, cached: bool = False, teachers_on: bool = True):
+                  view: str = "separate", ratio: float = 0.4, cached: bool = False, teachers_on: bool = True,
+                  overrides: dict | None = None, summary_weight: float = 0.0):
     """(objective, tokenizer, optimizer, cached) for one benchmark setting."""
-    tcfgs = [TeacherConfig(name="dino", kind="vision", source="in-memory"),
+    tcfgs = [TeacherConfig(name="dino", kind="vision", source="in-memory", summary_weight=summary_weight),
              TeacherConfig(name="text", kind="text", source="in-memory")]
     ocfg = ObjectiveConfig(distill_fraction=p, image_view=view, teachers=tcfgs if teachers_on else [],
                            image_mask=ImageMaskConfig(kind="random" if mode == "drop" else "block", ratio=ratio,
                                                       mode=mode))
     if teachers_on:
-        obj, tok = build_objective(ocfg, StudentConfig(model=model_name), MEAN, STD, teachers=dict(teachers))
+        obj, tok = build_objective(ocfg, StudentConfig(model=model_name, overrides=dict(overrides or {})), MEAN, STD,
+                                   teachers=dict(teachers))
     else:
         from sfclip.build import build_student
         from sfclip.objective import Objective
 
-        tok = Tokenizer(teachers["text"].tokenizer, model_config(model_name).text.context_length)
-        student = build_student(StudentConfig(model=model_name, text_embedding="own"), {}, tok)
+        tok = Tokenizer(teachers["text"].tokenizer, model_config(model_name, overrides).text.context_length)
+        student = build_student(StudentConfig(model=model_name, text_embedding="own",
+                                              overrides=dict(overrides or {})), {}, tok)
         obj = Objective(ocfg, student, {}, tok.special_ids, tok.mask_id, MEAN, STD)
     obj = obj.to(device).train()
     opt = build_optimizer(obj.student, OptimConfig(warmup_steps=0))
@@ -109,9 +118,10 @@ def objective_flops(obj, batch: int, cached: bool, text_length: int) -> dict[str
                       text_length=text_length, distill_text=bool(obj.text_teachers), teachers=teachers)
 
 
-def make_batch(tok, model_name: str, batch: int, device: torch.device, teachers: dict) -> dict:
+def make_batch(tok, model_name: str, batch: int, device: torch.device, teachers: dict,
+               overrides: dict | None = None) -> dict:
     """Random images and captions (half the context length, padded), the teacher view, cached targets."""
-    cfg = model_config(model_name)
+    cfg = model_config(model_name, overrides)
     g = torch.Generator().manual_seed(0)
     S, T = cfg.vision.image_size, cfg.text.context_length
     ids = torch.randint(5, VOCAB, (batch, T), generator=g)
@@ -127,8 +137,9 @@ def make_batch(tok, model_name: str, batch: int, device: torch.device, teachers:
     out = {k: ({kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v.to(device))
            for k, v in out.items()}
     with torch.no_grad():
+        dino = teachers["dino"](out["teacher_image"][ts].float() / 255)
         out["targets"] = {
-            "dino": {"patch": teachers["dino"](out["teacher_image"][ts].float() / 255)["patch"].half()},
+            "dino": {"patch": dino["patch"].half(), "cls": dino["cls"].half()},
             "text": {"tokens": teachers["text"](out["input_ids"], out["attention_mask"])["tokens"].half()},
         }
     return out

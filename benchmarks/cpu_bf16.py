@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sfclip.precision import bf16_reason
+from sfclip.precision import bf16_reason, hardware_bf16
 
 
 def cpu_model() -> str:
@@ -47,9 +47,10 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     fp32, bf16 = (statistics.median(times[k]) * 1e3 for k in ("float32", "bfloat16"))
     native, why = bf16_reason("cpu")
+    hw, hw_why = hardware_bf16("cpu")
     print(f"CPU: {cpu_model()}, torch capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"auto -> {'bf16' if native else 'fp32'} ({why})")
+    print(f"hardware: {'native' if hw else 'no'} bf16 ({hw_why}); auto -> {'bf16' if native else 'fp32'} ({why})")
     print(f"{args.size}x{args.size} matmul: fp32 {fp32:.2f} ms, bf16 {bf16:.2f} ms, bf16/fp32 {bf16 / fp32:.1f}x")
 
 

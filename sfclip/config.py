@@ -32,7 +32,7 @@ class TrainConfig:
     steps: int = 0
     epochs: float = 0.0
     samples: int = 0
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 where sfclip.precision says native, incl. SFCLIP_BF16) | fp32 | bf16 | fp16
     # Micro-batches per optimizer step. The contrastive loss still scores the whole step's batch: a first pass
     # without gradients embeds every micro-batch, and each micro-batch is then scored against all of them
     # (OpenCLIP's feature-cached accumulation: the big batch's loss and gradients, for one extra forward).

@@ -163,8 +163,12 @@ def _teacher_problems(tc, cached: dict, student_grid: int, context_length: int) 
         problems.append(f"teacher {name!r}: source {tc.source!r} in the run, {cached['source']!r} in the cache")
     if list(tc.layers) != list(cached["layers"]):
         problems.append(f"teacher {name!r}: layers {list(tc.layers)} in the run, {cached['layers']} in the cache")
-    if tc.dtype != cached["dtype"]:
-        problems.append(f"teacher {name!r}: computes in {tc.dtype} in the run, {cached['dtype']} in the cache")
+    # The dtype rule: an explicit teacher dtype needs a cache computed in that dtype; "auto" asks for speed, not
+    # for a dtype, and takes a cache computed in any (docs/defaults.md, teachers[].dtype).
+    computed = cached.get("computed_in", cached["dtype"])
+    if tc.dtype != "auto" and tc.dtype != computed:
+        problems.append(f"teacher {name!r}: computes in {tc.dtype} in the run, the cache was computed in {computed} "
+                        f"(set the teacher's dtype to auto or {computed} to use it, or rebuild the cache)")
     if tc.kind == "vision":
         patch, size = cached["patch_size"], cached["image_size"]
         if tc.align != cached["align"]:

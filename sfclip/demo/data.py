@@ -4,7 +4,10 @@ Layout under `<out>/data/`:
 
     train/                 WebDataset shards of 250 scenes (one set for the largest budget; smaller
                            budgets read a prefix of its shards, scene i is the same in every budget)
-    eval/                  `write_eval_sets`: classification (single-object), retrieval, segmentation
+    eval/                  `write_eval_sets`: classification (single-object), retrieval, segmentation: the
+                           test sets, read only to report
+    val/                   the same three sets drawn from validation scenes (glyphs held out of the training
+                           file, never in a training scene): what every choice of a setting reads
     clip_benchmark/        the classification and retrieval test sets in CLIP_benchmark's wds/ layout
                            (`wds_scenes_classification/`, `wds_scenes_retrieval/`), for `clip_benchmark eval`
     probe/labels.csv       single-object train-split scenes for the linear probe (a stream the training
@@ -20,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from sfclip.checkpoint import atomic_dir
@@ -48,6 +51,18 @@ class DemoData:
     probe_train: Path  # labels.csv (train split, single object)
     seg_train: Path  # folder layout
     clip_benchmark: Path | None = None  # wds_<name>/ folders of the test sets
+    val: Path | None = field(default=None)  # the validation sets' folder (same layout as the test sets')
+
+    def split(self, name: str) -> DemoData:
+        """These paths with the evaluation sets of `name` ("test", or "val" for choosing settings)."""
+        if name == "test":
+            return self
+        if name != "val" or self.val is None:
+            raise ValueError(f"no {name!r} evaluation sets here (have 'test'{' and val' if self.val else ''})")
+        return replace(self, classification=self.val / "classification" / "labels.csv",
+                       classnames_json=self.val / "classification" / "classnames.json",
+                       retrieval=self.val / "retrieval" / "captions.json", segmentation=self.val / "segmentation",
+                       clip_benchmark=None)
 
 
 def _plain(obj: dict) -> dict:
@@ -118,6 +133,11 @@ def prepare_data(root: str | Path, s: DemoSettings, seed: int = 0, cfg: SceneCon
         log.info("demo data: writing %d test scenes per evaluation set", s.eval_images)
         write_eval_sets(eval_dir, s.eval_images, seed, cfg)
         _mark(eval_dir, want)
+    want_val = {**want, "split": "val"}
+    if not _valid(root / "val", want_val):
+        log.info("demo data: writing %d validation scenes per evaluation set", s.eval_images)
+        write_eval_sets(root / "val", s.eval_images, seed, cfg, split="val")
+        _mark(root / "val", want_val)
     sets = {"classification": eval_dir / "classification" / "labels.csv",
             "retrieval": eval_dir / "retrieval" / "captions.json"}
     if not _valid(root / "clip_benchmark", want):
@@ -137,4 +157,4 @@ def prepare_data(root: str | Path, s: DemoSettings, seed: int = 0, cfg: SceneCon
                     classnames_json=eval_dir / "classification" / "classnames.json",
                     retrieval=sets["retrieval"], segmentation=eval_dir / "segmentation",
                     probe_train=root / "probe" / "labels.csv", seg_train=root / "seg_train",
-                    clip_benchmark=root / "clip_benchmark")
+                    clip_benchmark=root / "clip_benchmark", val=root / "val")

@@ -58,7 +58,7 @@ def colour_dataset(classification_csv: Path) -> LabeledImages:
 
 
 def _zeroshot_languages(model: nn.Module, tokenizer, dataset: LabeledImages, transform, heads: dict, device: str,
-                        pictures_dir: Path | None = None) -> dict[str, float]:
+                        pictures_dir: Path | None = None, correct: dict | None = None) -> dict[str, float]:
     """Zero-shot top-1 accuracy per language with one pass over the images: `heads` maps a language to
     (class names, {name: prompts} or None for the bare name); the classifiers are stacked (L*C, E)."""
     dev = check_device(model, device)
@@ -71,6 +71,9 @@ def _zeroshot_languages(model: nn.Module, tokenizer, dataset: LabeledImages, tra
     out, start = {}, 0
     for lang, w in weights.items():
         out[lang] = metrics.accuracy(logits[:, start:start + len(w)], labels, (1,))[1]
+        if correct is not None:
+            # the accuracy's own rule (a tie with the target is a miss), per scene
+            correct[lang] = (metrics.target_ranks(logits[:, start:start + len(w)], labels) == 0).cpu().numpy()
         if pictures_dir is not None and start == 0:
             n = min(8, len(dataset))
             names = heads[lang][0]
@@ -88,8 +91,14 @@ def _subset(dataset, n: int):
 
 def evaluate_student(model: nn.Module, tokenizer, data: DemoData, mean: list[float], std: list[float], *,
                      seg_eval: int, source: str = "fashion", pictures_dir: Path | None = None,
-                     device: str = "cpu") -> dict[str, float]:
-    """Every demo metric of `model` (a trained `SFCLIP` in eval mode) as a flat dict."""
+                     device: str = "cpu", per_sample: dict | None = None) -> dict[str, float]:
+    """Every demo metric of `model` (a trained `SFCLIP` in eval mode) as a flat dict, on the evaluation sets
+    that `data` points at (`data.split("val")` for choosing settings).
+
+    per_sample: a dict that receives, for each accuracy metric of single-object scenes (zero-shot class and
+    colour per language, both linear probes), the per-scene correctness as a bool array in scene order, under
+    the metric's name without `/acc1`: what a bootstrap over test scenes resamples.
+    """
     size = int(model.visual.image_size)
     transform = eval_transform(size, mean, std)
     out: dict[str, float] = {}
@@ -98,17 +107,23 @@ def evaluate_student(model: nn.Module, tokenizer, data: DemoData, mean: list[flo
     heads = {lang: (vocab.classnames(lang, source),
                     dict(zip(vocab.classnames(lang, source), vocab.prompts(lang, source))))
              for lang in vocab.LANGUAGES}
-    for lang, acc in _zeroshot_languages(model, tokenizer, objects, transform, heads, device, pictures_dir).items():
+    correct: dict = {}
+    for lang, acc in _zeroshot_languages(model, tokenizer, objects, transform, heads, device, pictures_dir,
+                                         correct).items():
         out[f"zeroshot/{lang}/acc1"] = acc
+    keep = {f"zeroshot/{lang}": c for lang, c in correct.items()}
     heads = {lang: (vocab.COLOUR_NAMES[lang], None) for lang in vocab.LANGUAGES}
     colours = colour_dataset(data.classification)
-    for lang, acc in _zeroshot_languages(model, tokenizer, colours, transform, heads, device).items():
+    correct = {}
+    for lang, acc in _zeroshot_languages(model, tokenizer, colours, transform, heads, device,
+                                         correct=correct).items():
         out[f"zeroshot_colour/{lang}/acc1"] = acc
+    keep.update({f"zeroshot_colour/{lang}": c for lang, c in correct.items()})
     for task in ("zeroshot", "zeroshot_colour"):
         out[f"{task}/mean_other/acc1"] = sum(out[f"{task}/{lang}/acc1"] for lang in vocab.LANGUAGES[1:]) / (
             len(vocab.LANGUAGES) - 1)
 
-    m = retrieval.run(model, tokenizer, data.retrieval, transform=transform, **common)
+    m = retrieval.run(model, tokenizer, data.retrieval, transform=transform, split=None, **common)
     out.update({f"retrieval/{k}": m[k] for k in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")})
 
     classes = ["background", *vocab.prompt_names("en", source)]
@@ -127,8 +142,13 @@ def evaluate_student(model: nn.Module, tokenizer, data: DemoData, mean: list[flo
     out["linear_seg/miou"] = m["miou"]
 
     for feature, key in (("cls", "linear_probe"), ("mean_patch", "linear_probe_patch")):
-        m = linear_probe.run(model, tokenizer, data.probe_train, data.classification, transform=transform,
-                             classnames=vocab.classnames("en", source), feature=feature, **common)
-        out[f"{key}/acc1"] = m["acc1"]
+        logits, labels = linear_probe.probe_logits(model, data.probe_train, data.classification, transform=transform,
+                                                   classnames=vocab.classnames("en", source), feature=feature,
+                                                   **common)
+        hit = (metrics.target_ranks(logits, labels) == 0).numpy()  # (N,) bool, ties are misses as in acc1
+        out[f"{key}/acc1"] = metrics.accuracy(logits, labels, (1,))[1]
+        keep[key] = hit
+    if per_sample is not None:
+        per_sample.update(keep)
     return {k: float(v) for k, v in out.items()}
 

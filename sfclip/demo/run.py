@@ -64,7 +64,7 @@ def _stage(times: dict, name: str, number: int, total: int):
 
 def machine() -> dict:
     """What the timings were measured on: CPU model and torch's CPU capability (AVX2 vs AVX-512 matters)."""
-    from sfclip.precision import bf16_reason
+    from sfclip.precision import bf16_reason, hardware_bf16
 
     model = platform.processor() or platform.machine()
     try:
@@ -75,8 +75,10 @@ def machine() -> dict:
     except OSError:
         pass
     native, why = bf16_reason("cpu")
+    hw, _ = hardware_bf16("cpu")
     return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "bf16_native": native, "bf16_reason": why, "torch": torch.__version__, "platform": platform.platform()}
+            "bf16_native": hw, "bf16_auto": native, "bf16_reason": why, "torch": torch.__version__,
+            "platform": platform.platform()}
 
 
 def check_requirements(s: DemoSettings) -> None:
@@ -222,7 +224,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     _say(f"sfclip demo{' --quick' if quick else ''}: SF-CLIP vs CLIP, budgets {s.budgets} pairs, "
          f"{s.samples_seen} samples seen per run ({s.steps} steps of {s.batch_size}), output in {out}")
     _say(f"machine: {m['cpu']}, torch CPU capability {m['cpu_capability']}, {m['threads']} threads; teachers "
-         f"compute in {'bf16' if m['bf16_native'] else 'fp32'} ({m['bf16_reason']})")
+         f"compute in {'bf16' if m['bf16_auto'] else 'fp32'} ({m['bf16_reason']})")
     with _stage(times, "teachers", 1, 5):
         folders = convert_teachers()
     with _stage(times, "data", 2, 5):

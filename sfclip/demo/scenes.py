@@ -12,7 +12,9 @@ A later object paints over an earlier one.
 
 Randomness: scenes are drawn in fixed chunks of 256, each from its own seed (seed, split, stream,
 chunk), so scene i is the same whatever the number of scenes asked for, and the same seed gives
-byte-identical files. Train scenes use only the train glyphs, test scenes only the t10k glyphs.
+byte-identical files. Train scenes use only the train glyphs, test scenes only the t10k glyphs, and
+validation scenes ("val") only glyphs held out of the train file that training never uses
+(`sources.load_objects`).
 
 Writers: `write_shards` (WebDataset tars laid out as img2dataset writes them) and `write_eval_sets`
 (zero-shot classification CSV, Karpathy-style retrieval JSON, segmentation folders); both write under a
@@ -46,7 +48,7 @@ IGNORE_INDEX = 255
 _CHUNK = 256  # scenes per random stream; fixed, so scene i never depends on how many were asked for
 _CANDIDATES = 32  # placements tried per object before the object is left out of its scene
 _SOLID, _FAINT = 0.5, 0.1  # alpha thresholds: object label at or above _SOLID, ignore between
-_SPLIT_IDS = {"train": 0, "test": 1}
+_SPLIT_IDS = {"train": 0, "test": 1, "val": 2}
 _GLYPH = 28  # side of a (Fashion-)MNIST image
 _LEVELS = 8  # background scales between background_crop[1] and [0]
 
@@ -305,7 +307,7 @@ def iter_scenes(split: str, num_samples: int, seed: int | None = None, cfg: Scen
     cfg = cfg or SceneConfig()
     seed = cfg.seed if seed is None else seed
     if split not in _SPLIT_IDS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ValueError(f"split must be one of {tuple(_SPLIT_IDS)}, got {split!r}")
     if not _is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if not _is_int(num_samples) or num_samples < 0:
@@ -438,15 +440,16 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def write_eval_sets(out_dir: str | os.PathLike, num_samples: int = 1000, seed: int | None = None,
-                    cfg: SceneConfig | None = None, *, num_captions: int = 5) -> dict[str, Path]:
-    """Write the test-split evaluation sets under `out_dir` and return their entry points:
+                    cfg: SceneConfig | None = None, *, num_captions: int = 5, split: str = "test") -> dict[str, Path]:
+    """Write the evaluation sets of `split` ("test", or "val": scenes of held-out training glyphs, for
+    choosing settings) under `out_dir` and return their entry points:
 
     - "classification": `classification/labels.csv` (`filepath,label`; paths relative to the CSV's folder,
       label = class id) over single-object scenes in `classification/images/`, with
       `classification/classnames.json` (`classnames` with articles, `templates`, `bare_classnames`, each
       a dict language -> list, as the zero-shot evaluator reads it with `language=`);
     - "retrieval": `retrieval/captions.json`, Karpathy-style (`images[i].filepath/filename` relative to
-      its folder, `split` "test", `num_captions` `sentences` per image from distinct templates);
+      its folder, `split` the split's name, `num_captions` `sentences` per image from distinct templates);
     - "segmentation": the folder holding `images/<stem>.png`, `masks/<stem>.png` (0 background,
       1 + class id, 255 ignore) and `classes.json`.
     Every set also has `meta.jsonl`, one scene's metadata per line.
@@ -455,12 +458,14 @@ def write_eval_sets(out_dir: str | os.PathLike, num_samples: int = 1000, seed: i
     seed = cfg.seed if seed is None else seed
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    kind = load_objects("test", cfg.source, cfg.classes).kind
+    if split not in ("test", "val"):
+        raise ValueError(f"evaluation sets are drawn from 'test' or 'val' scenes, got {split!r}")
+    kind = load_objects(split, cfg.source, cfg.classes).kind
 
     with _atomic_dir(root / "classification") as d:
         rows, metas = [], []
         single = replace(cfg, objects_per_scene=(1, 1))
-        for scenes in iter_scenes("test", num_samples, seed, single, stream=1):
+        for scenes in iter_scenes(split, num_samples, seed, single, stream=1):
             for image, meta in zip(scenes.images, scenes.meta):
                 name = f"images/{meta['index']:06d}.png"
                 (d / name).write_bytes(_encode(image, "png"))
@@ -481,7 +486,7 @@ def write_eval_sets(out_dir: str | os.PathLike, num_samples: int = 1000, seed: i
     with _atomic_dir(root / "retrieval") as r, _atomic_dir(root / "segmentation") as g:
         (g / "masks").mkdir()
         images, metas = [], []
-        for scenes in iter_scenes("test", num_samples, seed, cfg, num_captions=num_captions, stream=2):
+        for scenes in iter_scenes(split, num_samples, seed, cfg, num_captions=num_captions, stream=2):
             for image, mask, caps, meta in zip(scenes.images, scenes.masks, scenes.captions, scenes.meta):
                 stem = f"{meta['index']:06d}"
                 png = _encode(image, "png")
@@ -491,7 +496,7 @@ def write_eval_sets(out_dir: str | os.PathLike, num_samples: int = 1000, seed: i
                 sentences = [{"raw": c, "imgid": meta["index"], "sentid": len(caps) * meta["index"] + k}
                              for k, c in enumerate(caps)]
                 images.append({"filepath": "images", "filename": f"{stem}.png", "imgid": meta["index"],
-                               "split": "test", "sentences": sentences})
+                               "split": split, "sentences": sentences})
                 metas.append(meta)
         _write_json(r / "captions.json", {"dataset": "sfclip-demo", "images": images})
         classes = ["background", *vocab.classnames("en", kind)]

@@ -82,7 +82,10 @@ class DemoSettings:
     # predictor from those alone beats the student's patch loss, and class adds little to it, so the patch
     # term alone hands over little class. Measured with benchmarks/demo_vision_gain.py (docs/demo.md).
     summary_weight: float = 1.0
-    precision: str = "auto"  # bf16 on CUDA, fp32 on the CPU (where bf16 autocast measured no faster here)
+    # fp32 on every device: this student is so narrow (width 128) that bf16 autocast costs more than it saves even
+    # on a CPU with AVX512-BF16 (1.04-1.06x the fp32 step, `python benchmarks/train_precision.py`), where a
+    # realistic student (vit-t-16) runs 0.59-0.72x; so the demo pins what train.precision=auto would not pick.
+    precision: str = "fp32"
     teacher_dtype: str = "auto"  # bf16 only where the device computes it natively (sfclip.precision)
     workers: int = 1
     efficientnet: bool = False  # EfficientNet-Lite0 as a second vision teacher of the SF-CLIP student

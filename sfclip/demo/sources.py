@@ -108,8 +108,8 @@ def _fashion_available() -> bool:
 
 
 def load_objects(split: str, source: str = "auto", classes: tuple[int, ...] = ()) -> ObjectSource:
-    """The glyphs of `split` ("train" | "test") from `source` ("auto" | "fashion" | "digits"); with `classes`,
-    only those labels of the set, relabelled 0..k-1 in that order (the vocabulary kind says which)."""
+    """The glyphs of `split` ("train" | "val" | "test", disjoint) from `source` ("auto" | "fashion" | "digits");
+    with `classes`, only those labels of the set, relabelled 0..k-1 in that order (the vocabulary kind says which)."""
     objs = _load_objects(split, source)
     if not classes:
         return objs
@@ -123,25 +123,36 @@ def load_objects(split: str, source: str = "auto", classes: tuple[int, ...] = ()
                         objs.indices[rows])
 
 
+SPLITS = ("train", "val", "test")
+# The validation glyphs: the last 10,000 of Fashion-MNIST's 60,000 training images (as many as its t10k test
+# file holds; the file is in no particular class order), which training scenes never use.
+_FASHION_VAL = 10_000
+
+
 def _load_objects(split: str, source: str) -> ObjectSource:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if source not in ("auto", "fashion", "digits"):
         raise ValueError(f"source must be 'auto', 'fashion' or 'digits', got {source!r}")
     if source in ("auto", "fashion") and _fashion_available():
-        file = "train" if split == "train" else "t10k"
+        file = "t10k" if split == "test" else "train"
         images, labels = _fashion(file, FASHION_MNIST_DIR)  # the folder is part of the cache key
-        return ObjectSource("fashion-mnist", "fashion", file, images, labels, np.arange(len(labels)))
+        idx = np.arange(len(labels))
+        if file == "train":
+            idx = idx[:-_FASHION_VAL] if split == "train" else idx[-_FASHION_VAL:]
+        return ObjectSource("fashion-mnist", "fashion", file, images[idx], labels[idx], idx)
     if source in ("auto", "digits") and mnist_5k_path() is not None:
         images, labels = _mnist_5k()
         # The file is sorted by label (500 per digit), so a head/tail split would put digits 8 and 9
-        # only in test; split inside each class instead: the first 400 of a digit train, the last 100 test.
+        # only in test; split inside each class instead: of a digit's 500, the first 320 train, the next
+        # 80 validation, the last 100 test.
         order = np.argsort(labels, kind="stable")
         rank = np.empty_like(labels)
         rank[order] = np.arange(len(labels)) - np.searchsorted(labels[order], labels[order])
         per_class = np.bincount(labels)[labels]
-        is_train = rank < (per_class * 4) // 5
-        idx = np.flatnonzero(is_train if split == "train" else ~is_train)
+        bounds = {"train": (0, (per_class * 16) // 25), "val": ((per_class * 16) // 25, (per_class * 4) // 5),
+                  "test": ((per_class * 4) // 5, per_class)}[split]
+        idx = np.flatnonzero((rank >= bounds[0]) & (rank < bounds[1]))
         return ObjectSource("mnist", "digits", "mnist_5k", images[idx], labels[idx], idx)
     wanted = {"auto": "Fashion-MNIST or MNIST", "fashion": "Fashion-MNIST", "digits": "MNIST"}[source]
     raise FileNotFoundError(

@@ -26,7 +26,7 @@ from sfclip.eval.inference import check_device, evaluating, make_loader
 from sfclip.eval.prompts import ListSpec, load_classnames
 from sfclip.eval.zeroshot import classification_metrics
 
-__all__ = ["run", "extract_features", "fit_logistic", "stratified_split", "DEFAULT_WEIGHT_DECAYS"]
+__all__ = ["run", "probe_logits", "extract_features", "fit_logistic", "stratified_split", "DEFAULT_WEIGHT_DECAYS"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,23 @@ def run(model: nn.Module, tokenizer, train_data: str | Path | Sequence[str] | La
 
     train_data / test_data: `classification_data` layouts (or prepared `LabeledImages`) sharing classes.
     """
+    logits, y_test = probe_logits(model, train_data, test_data, transform=transform, classnames=classnames,
+                                  data_format=data_format, feature=feature, weight_decays=weight_decays,
+                                  val_fraction=val_fraction, max_iter=max_iter, seed=seed, device=device,
+                                  batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                  pictures_dir=pictures_dir, num_pictures=num_pictures)
+    return classification_metrics(logits, y_test)
+
+
+def probe_logits(model: nn.Module, train_data: str | Path | Sequence[str] | LabeledImages,
+                 test_data: str | Path | Sequence[str] | LabeledImages, *, transform: Callable[[Image.Image], Tensor],
+                 classnames: ListSpec | None = None, data_format: str = "auto", feature: str = "pooled",
+                 weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, val_fraction: float = 0.2,
+                 max_iter: int = 1000, seed: int = 0, device: str | torch.device = "cpu", batch_size: int = 64,
+                 num_workers: int = 0, progress: bool = True, pictures_dir: str | Path | None = None,
+                 num_pictures: int = 8) -> tuple[Tensor, Tensor]:
+    """The fitted probe's test logits (N, C) and the test labels (N,), on the CPU: what `run` scores, kept
+    per image (e.g. for a bootstrap over test images)."""
     if not weight_decays:
         raise ValueError("weight_decays must not be empty")
     dev = check_device(model, device)
@@ -149,4 +166,4 @@ def run(model: nn.Module, tokenizer, train_data: str | Path | Sequence[str] | La
         save_classification_examples(Path(pictures_dir) / "linear_probe_examples.png",
                                      [test_set.image(i) for i in range(n)], [cn[int(t)] for t in y_test[:n]],
                                      [cn[int(p)] for p in logits[:n].argmax(1)])
-    return classification_metrics(logits, y_test.cpu())
+    return logits, y_test.cpu()

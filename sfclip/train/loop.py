@@ -26,6 +26,7 @@ from ..checkpoint import recover_checkpoints
 from ..config import ConfigError, RunConfig, to_yaml
 from ..data import SKIP_REASONS
 from ..data.loader import build_train_loader
+from ..precision import native_bf16
 from ..teachers.cached import CachedVisionTeacher
 from .dist import all_gather_rows, all_reduce_min, barrier, init_distributed
 from .eval_hook import EvalHook
@@ -122,11 +123,11 @@ class Trainer:
 
     # -- setup ------------------------------------------------------------------------------------
     def _resolve_precision(self, p: str) -> str:
+        """"auto" follows `sfclip.precision` (the one rule, `SFCLIP_BF16` included); fp16 needs a GPU."""
         if p == "auto":
-            ok = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-            return "bf16" if ok else "fp32"
-        if p in ("bf16", "fp16") and self.device.type == "cpu" and p == "fp16":
-            raise ValueError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+            return "bf16" if native_bf16(self.device) else "fp32"
+        if p == "fp16" and self.device.type == "cpu":
+            raise ConfigError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
         return p
 
     def _wrap(self, objective):

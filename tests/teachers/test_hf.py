@@ -11,7 +11,8 @@ from sfclip.teachers.hf import HFTextTeacher, HFVisionTeacher
 
 
 def test_vision_teacher_protocol(tiny_vision_teacher_dir):
-    t = build_teacher(TeacherConfig(name="dino", kind="vision", source=str(tiny_vision_teacher_dir)))
+    # fp32 pinned: this compares with the model's own fp32 output at fp32 tolerance on every CPU kind
+    t = build_teacher(TeacherConfig(name="dino", kind="vision", source=str(tiny_vision_teacher_dir), dtype="float32"))
     assert isinstance(t, HFVisionTeacher)
     assert (t.width, t.patch_size, t.image_size) == (20, 4, 16)
     parent = nn.Sequential(t)
@@ -27,6 +28,27 @@ def test_vision_teacher_protocol(tiny_vision_teacher_dir):
     torch.testing.assert_close(out["cls"], ref[:, 0])
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "auto"])
+def test_vision_teacher_bf16_path(tiny_vision_teacher_dir, dtype):
+    """The bf16 path on purpose (emulated on AVX2, a 2-layer model): close to fp32 at bf16's tolerance; "auto"
+    follows the rule (fp32 in the suite, bf16 where CI forces SFCLIP_BF16=1) and is then bit-equal to it."""
+    from sfclip.precision import auto_dtype
+
+    t = build_teacher(TeacherConfig(name="dino", kind="vision", source=str(tiny_vision_teacher_dir), dtype=dtype))
+    want = torch.bfloat16 if dtype == "bfloat16" else auto_dtype("cpu")
+    assert t.effective_dtype("cpu") is want
+    x = torch.rand(2, 3, 16, 16)
+    out = t(x)
+    assert out["patch"].dtype is torch.float32  # targets come back in fp32 whatever the compute dtype
+    ref = t.model(pixel_values=(x - t.mean) / t.std).last_hidden_state
+    if want is torch.float32:
+        torch.testing.assert_close(out["patch"], ref[:, 1:])
+    else:
+        # bf16 keeps 8 bits of mantissa: ~0.4% relative per op; a 2-layer model's tokens stay within 5e-2
+        torch.testing.assert_close(out["patch"], ref[:, 1:], atol=5e-2, rtol=5e-2)
+        assert not torch.equal(out["patch"], ref[:, 1:])  # it did compute in bf16
+
+
 def test_render_alignment_picks_size_from_student_grid(tiny_vision_teacher_dir):
     t = build_teacher(TeacherConfig(name="d", source=str(tiny_vision_teacher_dir)), student_grid=7)
     assert t.image_size == 28 and t.grid == (7, 7)
@@ -36,7 +58,7 @@ def test_render_alignment_picks_size_from_student_grid(tiny_vision_teacher_dir):
 
 
 def test_layer_average_option(tiny_vision_teacher_dir):
-    t = build_teacher(TeacherConfig(name="d", source=str(tiny_vision_teacher_dir), layers=[-1, -2]))
+    t = build_teacher(TeacherConfig(name="d", source=str(tiny_vision_teacher_dir), layers=[-1, -2], dtype="float32"))
     x = torch.rand(1, 3, 16, 16)
     hs = t.model(pixel_values=(x - t.mean) / t.std, output_hidden_states=True).hidden_states
     ln = torch.nn.functional.layer_norm
@@ -86,7 +108,7 @@ def test_real_minilm_teacher_matches_sentence_transformers():
     """The packaged all-MiniLM-L6-v2 as text teacher: its token features equal sentence-transformers'."""
     st = pytest.importorskip("sentence_transformers")
     path = _minilm_dir()
-    t = build_teacher(TeacherConfig(name="minilm", kind="text", source=str(path)))
+    t = build_teacher(TeacherConfig(name="minilm", kind="text", source=str(path), dtype="float32"))
     model = st.SentenceTransformer(str(path), device="cpu")
     sentences = ["A red car parked next to a brick wall.", "two dogs playing on the grass"]
     ref = model.encode(sentences, output_value="token_embeddings", convert_to_tensor=True)

@@ -1,0 +1,202 @@
+"""The demo's ablation study: CLIP, CLIP with the inherited table, the paper's SF-CLIP, and SF-CLIP with our
+summary term, over several seeds, each trained and evaluated exactly as `sfclip demo` does; paired differences
+with 95% intervals. Arms: `sfclip/demo/arms.py`. Resumable: every finished (arm, seed) is kept on disk, so a
+killed study continues where it stopped.
+
+    python benchmarks/demo_arms.py                          # the committed study (about 2 h on 2 cores)
+    python benchmarks/demo_arms.py --summarize              # only rewrite docs/demo/arms.{json,png}
+    python benchmarks/demo_arms.py --variants --seeds-other ""   # + issue 18's precision variants, seed 0
+
+Per seed (`OUT/seed<N>/`): the demo's data (training shards, test sets, validation sets, probe sets), its
+tokenizer and the fp32 target cache, shared by every arm. Per arm and seed: `OUT/results/<arm>/seed<N>.json`
+(every metric on the test and validation sets, the training time) and `.npz` (per-scene correctness). Every
+run uses two torch threads, fp32 teachers and fp32 training, whatever the CPU (the variants change that on
+purpose). Settings are chosen on the validation sets (`val/...` metrics); the test sets are only reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sfclip.demo.arms import ARMS, VARIANTS, arm_config, arm_settings, plot_arms, summarize, with_means
+
+log = logging.getLogger("demo_arms")
+THREADS = 2
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def prepare_seed(out: Path, seed: int, need_bf16: bool) -> dict:
+    """The demo's data, tokenizer and target cache(s) for `seed` (made once, reused by every arm)."""
+    from sfclip.demo.data import prepare_data
+    from sfclip.demo.run import (
+        baseline_tokenizer,
+        convert_teachers,
+        fill_target_cache,
+        object_source,
+        vocab_source,
+    )
+    from sfclip.demo.settings import demo_settings, scene_config
+
+    s = demo_settings()
+    folders = convert_teachers()
+    source = object_source()
+    root = out / f"seed{seed}"
+    data = prepare_data(root / "data", s, seed, scene_config(s, source))
+    ctx = int(s.overrides.get("text.context_length", 77))
+    tok = baseline_tokenizer(folders["multilingual-e5-small"], ctx, root / "data" / "tokenizer")
+    targets = {"float32": fill_target_cache(arm_settings(s, "sfclip"), data.train, root / "targets", seed)}
+    if need_bf16:
+        targets["bfloat16"] = fill_target_cache(arm_settings(s, "sfclip_bf16_teachers"), data.train,
+                                                root / "targets_bf16", seed)
+    return {"settings": s, "data": data, "tokenizer": tok, "targets": targets, "source": vocab_source(s, source),
+            "root": root}
+
+
+def run_arm(out: Path, arm: str, seed: int, prep: dict) -> None:
+    """Train `arm` on `seed` through the real Trainer, evaluate on the test and validation sets, keep both."""
+    from sfclip.demo.evaluate import evaluate_student
+    from sfclip.train.loop import Trainer
+
+    s = prep["settings"]
+    dtype = arm_settings(s, arm).teacher_dtype
+    cfg = arm_config(s, arm, s.budgets[0], prep["data"].train, prep["root"] / "runs", seed,
+                     prep["targets"][dtype], prep["tokenizer"])
+    import shutil
+
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)  # a killed run starts again from step 0
+    print(f"-- {arm} seed {seed}: training {s.steps} steps --", flush=True)
+    trainer = Trainer(cfg)
+    t0 = time.perf_counter()
+    summary = trainer.fit()
+    seconds = time.perf_counter() - t0
+    model = trainer.student.eval()
+    metrics: dict = {"train/seconds": seconds, "train/final_contrastive_loss": float(summary.get("contrastive_loss",
+                                                                                                  float("nan")))}
+    samples: dict = {}
+    for split in ("test", "val"):
+        per: dict = {}
+        m = evaluate_student(model, trainer.tokenizer, prep["data"].split(split), cfg.data.mean, cfg.data.std,
+                             seg_eval=s.seg_eval, source=prep["source"], device="cpu", per_sample=per)
+        prefix = "" if split == "test" else "val/"
+        metrics.update({prefix + k: v for k, v in m.items()})
+        samples.update({prefix + k: v for k, v in with_means(per).items()})
+    folder = out / "results" / arm
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = __import__("io").BytesIO()
+    np.savez_compressed(buf, **{k.replace("/", "|"): v for k, v in samples.items()})
+    _write(folder / f"seed{seed}.npz", buf.getvalue())
+    _write(folder / f"seed{seed}.json", json.dumps(metrics, indent=1).encode())  # last: it marks the pair done
+    print(f"-- {arm} seed {seed}: {seconds:.0f}s training; test zero-shot en {metrics['zeroshot/en/acc1']:.3f}, "
+          f"mean-patch probe {metrics['linear_probe_patch/acc1']:.3f} --", flush=True)
+    del trainer, model
+    gc.collect()
+
+
+def load_results(out: Path) -> tuple[dict, dict]:
+    """({arm: {seed: metrics}}, {arm: {seed: {key: per-scene array}}}) of every finished pair."""
+    results: dict = {}
+    samples: dict = {}
+    for f in sorted((out / "results").glob("*/seed*.json")):
+        arm, seed = f.parent.name, f.stem.removeprefix("seed")
+        results.setdefault(arm, {})[seed] = json.loads(f.read_text())
+        with np.load(f.with_suffix(".npz")) as z:
+            samples.setdefault(arm, {})[seed] = {k.replace("|", "/"): z[k] for k in z.files}
+    return results, samples
+
+
+def machine() -> dict:
+    from sfclip.demo.run import machine as demo_machine
+
+    return {**demo_machine(), "threads": THREADS, "teachers": "float32", "train_precision": "fp32"}
+
+
+def write_summary(out: Path, docs: Path) -> dict:
+    results, samples = load_results(out)
+    if not results:
+        raise SystemExit(f"no finished arm in {out}/results: run the study first")
+    diffs = summarize(results, samples)
+    doc = {"arms": {arm: {"description": {**ARMS, **VARIANTS}[arm], "seeds": per_seed}
+                    for arm, per_seed in results.items()},
+           "diffs": diffs, "machine": machine(),
+           "protocol": {"command": "python benchmarks/demo_arms.py", "threads": THREADS,
+                        "test_scenes": "500 per set and seed (classification, retrieval), 300 segmentation",
+                        "choose_on": "val/... metrics (validation scenes of held-out glyphs)",
+                        "ci95": "2.5/97.5 percentiles of a two-level bootstrap (seeds, then test scenes, paired); "
+                                "ci95_t: Student t over per-seed differences; a claim needs both to exclude 0"}}
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "arms.json").write_text(json.dumps(doc, indent=1))
+    keep = {f"{arm}/seed{seed}/{k}": v for arm, per in samples.items() for seed, d in per.items()
+            for k, v in d.items() if not k.startswith("val/")}
+    np.savez_compressed(docs / "arms_samples.npz", **{k.replace("/", "|"): v for k, v in keep.items()})
+    plot_arms(results, samples, docs / "arms.png")
+    lines = []
+    for pair, rows in diffs.items():
+        for metric, r in rows.items():
+            lo, hi = r["ci95"]
+            lines.append(f"{pair:28s} {metric:34s} {r['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] t[{r['ci95_t'][0]:+.3f}, "
+                         f"{r['ci95_t'][1]:+.3f}] n={r['n_seeds']}{' *' if r['excludes_zero'] else ''}")
+    print("\n".join(lines))
+    return doc
+
+
+def _seeds(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="demo_arms_out")
+    ap.add_argument("--docs", default="docs/demo", help="where arms.json, arms_samples.npz and arms.png go")
+    ap.add_argument("--seeds-main", default="0,1,2,3,4", help="seeds of clip and sfclip")
+    ap.add_argument("--seeds-other", default="0,1,2", help="seeds of clip_inherit and sfclip_paper")
+    ap.add_argument("--variants", action="store_true", help="also the precision variants on seed 0 (issue 18)")
+    ap.add_argument("--summarize", action="store_true", help="only write the summary of what is finished")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(THREADS)
+    out = Path(args.out)
+    if not args.summarize:
+        main_seeds, other_seeds = _seeds(args.seeds_main), _seeds(args.seeds_other)
+        plan = []
+        for seed in sorted(set(main_seeds) | set(other_seeds) | ({0} if args.variants else set())):
+            arms = [a for a in ARMS if seed in (main_seeds if a in ("clip", "sfclip") else other_seeds)]
+            if args.variants and seed == 0:
+                arms += list(VARIANTS)
+            plan += [(seed, a) for a in arms]
+        todo = [(seed, a) for seed, a in plan if not (out / "results" / a / f"seed{seed}.json").is_file()]
+        print(f"demo arms: {len(plan)} runs planned, {len(plan) - len(todo)} done, {len(todo)} to go; "
+              f"{platform.processor() or platform.machine()}, torch capability "
+              f"{torch.backends.cpu.get_cpu_capability()}, {THREADS} threads", flush=True)
+        t0 = time.perf_counter()
+        prepared: dict = {}
+        for i, (seed, arm) in enumerate(todo):
+            if seed not in prepared:
+                prepared = {seed: prepare_seed(out, seed, any(a == "sfclip_bf16_teachers" for s2, a in todo
+                                                              if s2 == seed))}
+            run_arm(out, arm, seed, prepared[seed])
+            done = time.perf_counter() - t0
+            print(f"== {i + 1}/{len(todo)} done, {done / 60:.0f} min; about "
+                  f"{done / (i + 1) * (len(todo) - i - 1) / 60:.0f} min to go ==", flush=True)
+    write_summary(out, Path(args.docs))
+
+
+if __name__ == "__main__":
+    main()
