@@ -33,8 +33,8 @@ quick-test: $(STAMP)
 
 # The suite runs "auto" dtypes as fp32 on every CPU (tests/conftest.py sets SFCLIP_BF16=0); this runs the
 # precision-sensitive tests again with the rule forced to bf16 (emulated, and slow, on an AVX2-only CPU).
-PRECISION_TESTS := tests/test_precision.py tests/teachers tests/data/test_targets.py tests/test_objective.py \
-	tests/demo/test_demo_teachers.py
+PRECISION_TESTS := tests/test_precision.py tests/teachers/test_hf.py tests/data/test_targets.py \
+	tests/test_objective.py tests/demo/test_demo_teachers.py::test_cached_equals_live_with_two_vision_teachers
 test-other-precision: $(STAMP)
 	SFCLIP_BF16=1 $(BIN)/python -m pytest -m "not interop" $(PRECISION_TESTS)
 

@@ -5,7 +5,7 @@ killed study continues where it stopped.
 
     python benchmarks/demo_arms.py                          # the committed study (about 2 h on 2 cores)
     python benchmarks/demo_arms.py --summarize              # only rewrite docs/demo/arms.{json,png}
-    python benchmarks/demo_arms.py --variants --seeds-other ""   # + issue 18's precision variants, seed 0
+    python benchmarks/demo_arms.py --variants sfclip_bf16_teachers sfclip_bf16_train   # + issue 18's, seed 0
 
 Per seed (`OUT/seed<N>/`): the demo's data (training shards, test sets, validation sets, probe sets), its
 tokenizer and the fp32 target cache, shared by every arm. Per arm and seed: `OUT/results/<arm>/seed<N>.json`
@@ -35,6 +35,10 @@ from sfclip.demo.arms import ARMS, VARIANTS, arm_config, arm_settings, plot_arms
 
 log = logging.getLogger("demo_arms")
 THREADS = 2
+# The evaluation protocol of a result file; a result of an older one is evaluated again from its run's final
+# checkpoint (no retraining). 3: per-prompt background rows, the dense readouts, text-aware retrieval and its
+# oracle.
+PROTOCOL = 3
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -81,24 +85,37 @@ def run_arm(out: Path, arm: str, seed: int, prep: dict) -> None:
                      prep["targets"][dtype], prep["tokenizer"])
     import shutil
 
-    shutil.rmtree(cfg.run_dir, ignore_errors=True)  # a killed run starts again from step 0
-    print(f"-- {arm} seed {seed}: training {s.steps} steps --", flush=True)
-    trainer = Trainer(cfg)
-    t0 = time.perf_counter()
-    summary = trainer.fit()
-    seconds = time.perf_counter() - t0
-    model = trainer.student.eval()
-    metrics: dict = {"train/seconds": seconds, "train/final_contrastive_loss": float(summary.get("contrastive_loss",
-                                                                                                  float("nan")))}
+    folder = out / "results" / arm
+    done = folder / f"seed{seed}.json"
+    old = json.loads(done.read_text()) if done.is_file() else {}
+    if _final_checkpoint(cfg.run_dir, s.steps):  # trained already (a result of an older protocol, or a kill)
+        from sfclip.checkpoint import load
+
+        print(f"-- {arm} seed {seed}: evaluating its final checkpoint (protocol {PROTOCOL}) --", flush=True)
+        model, tokenizer, _ = load(cfg.run_dir)
+        model.eval()
+        metrics = {k: v for k, v in old.items() if k.startswith("train/")}
+        seconds = metrics.get("train/seconds", float("nan"))
+    else:
+        shutil.rmtree(cfg.run_dir, ignore_errors=True)  # a killed run starts again from step 0
+        print(f"-- {arm} seed {seed}: training {s.steps} steps --", flush=True)
+        trainer = Trainer(cfg)
+        t0 = time.perf_counter()
+        summary = trainer.fit()
+        seconds = time.perf_counter() - t0
+        model, tokenizer = trainer.student.eval(), trainer.tokenizer
+        metrics = {"train/seconds": seconds,
+                   "train/final_contrastive_loss": float(summary.get("contrastive_loss", float("nan")))}
+        del trainer
+    metrics["protocol"] = PROTOCOL
     samples: dict = {}
     for split in ("test", "val"):
         per: dict = {}
-        m = evaluate_student(model, trainer.tokenizer, prep["data"].split(split), cfg.data.mean, cfg.data.std,
+        m = evaluate_student(model, tokenizer, prep["data"].split(split), cfg.data.mean, cfg.data.std,
                              seg_eval=s.seg_eval, source=prep["source"], device="cpu", per_sample=per)
         prefix = "" if split == "test" else "val/"
         metrics.update({prefix + k: v for k, v in m.items()})
         samples.update({prefix + k: v for k, v in with_means(per).items()})
-    folder = out / "results" / arm
     folder.mkdir(parents=True, exist_ok=True)
     buf = __import__("io").BytesIO()
     np.savez_compressed(buf, **{k.replace("/", "|"): v for k, v in samples.items()})
@@ -106,8 +123,19 @@ def run_arm(out: Path, arm: str, seed: int, prep: dict) -> None:
     _write(folder / f"seed{seed}.json", json.dumps(metrics, indent=1).encode())  # last: it marks the pair done
     print(f"-- {arm} seed {seed}: {seconds:.0f}s training; test zero-shot en {metrics['zeroshot/en/acc1']:.3f}, "
           f"mean-patch probe {metrics['linear_probe_patch/acc1']:.3f} --", flush=True)
-    del trainer, model
+    del model
     gc.collect()
+
+
+def _final_checkpoint(run_dir: Path, steps: int) -> bool:
+    """The run has a complete checkpoint of its last step (what `Trainer.fit` saves at the end)."""
+    from sfclip.checkpoint import CheckpointError, resolve_checkpoint
+
+    try:
+        folder = resolve_checkpoint(run_dir)
+    except (CheckpointError, FileNotFoundError):
+        return False
+    return folder.name.endswith(f"{steps:08d}")
 
 
 def load_results(out: Path) -> tuple[dict, dict]:
@@ -157,6 +185,13 @@ def write_summary(out: Path, docs: Path) -> dict:
     return doc
 
 
+def _protocol(path: Path) -> int | None:
+    try:
+        return json.loads(path.read_text()).get("protocol")
+    except (OSError, ValueError):
+        return None
+
+
 def _seeds(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -167,7 +202,8 @@ def main() -> None:
     ap.add_argument("--docs", default="docs/demo", help="where arms.json, arms_samples.npz and arms.png go")
     ap.add_argument("--seeds-main", default="0,1,2,3,4", help="seeds of clip and sfclip")
     ap.add_argument("--seeds-other", default="0,1,2", help="seeds of clip_inherit and sfclip_paper")
-    ap.add_argument("--variants", action="store_true", help="also the precision variants on seed 0 (issue 18)")
+    ap.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=None,
+                    help="also these precision variants on seed 0 (issue 18), after the arms")
     ap.add_argument("--summarize", action="store_true", help="only write the summary of what is finished")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -176,12 +212,10 @@ def main() -> None:
     if not args.summarize:
         main_seeds, other_seeds = _seeds(args.seeds_main), _seeds(args.seeds_other)
         plan = []
-        for seed in sorted(set(main_seeds) | set(other_seeds) | ({0} if args.variants else set())):
-            arms = [a for a in ARMS if seed in (main_seeds if a in ("clip", "sfclip") else other_seeds)]
-            if args.variants and seed == 0:
-                arms += list(VARIANTS)
-            plan += [(seed, a) for a in arms]
-        todo = [(seed, a) for seed, a in plan if not (out / "results" / a / f"seed{seed}.json").is_file()]
+        for seed in sorted(set(main_seeds) | set(other_seeds)):  # seed by seed, so that a partial study is paired
+            plan += [(seed, a) for a in ARMS if seed in (main_seeds if a in ("clip", "sfclip") else other_seeds)]
+        plan += [(0, v) for v in args.variants or ()]  # last: the study's own arms come first
+        todo = [(seed, a) for seed, a in plan if _protocol(out / "results" / a / f"seed{seed}.json") != PROTOCOL]
         print(f"demo arms: {len(plan)} runs planned, {len(plan) - len(todo)} done, {len(todo)} to go; "
               f"{platform.processor() or platform.machine()}, torch capability "
               f"{torch.backends.cpu.get_cpu_capability()}, {THREADS} threads", flush=True)

@@ -135,7 +135,7 @@ def cmd_eval(args) -> int:
     for key in ("device", "batch_size"):
         if key in kwargs:
             raise ValueError(f"--arg {key}: use --{key.replace('_', '-')}")
-    for key in ("data", "train_data", "test_data", "classnames", "templates", "language", "pictures_dir"):
+    for key in ("data", "train_data", "test_data", "classnames", "templates", "language", "pictures_dir", "readout"):
         value = getattr(args, key, None)
         if value is not None:
             kwargs[key] = value
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", help="write the CLIP_benchmark-format JSON here (a folder: named as "
                    "clip_benchmark eval names it); clip_benchmark build reads it")
     e.add_argument("--pictures", dest="pictures_dir", help="write PNG examples into this folder")
+    e.add_argument("--readout", choices=["plain", "maskclip", "clearclip"],
+                   help="zeroshot_segmentation: how the last block makes the patch embeddings (default plain)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
     e.add_argument("--arg", action="append", default=[], type=_key_value,

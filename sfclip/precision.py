@@ -42,6 +42,9 @@ def _cpu_bf16() -> tuple[bool, str]:
     for label, fn in checks:
         probe = getattr(torch.cpu, fn, None)
         if probe is not None and probe():
+            if not cap.upper().startswith("AVX512"):
+                # e.g. ATEN_CPU_CAPABILITY=avx2: torch was told not to use the AVX-512 kernels that bf16 needs
+                return False, f"CPU has {label} but torch runs its {cap} kernels, where bf16 is emulated and slow"
             return True, f"CPU has {label} (torch capability {cap})"
     if platform.machine().lower() in ("aarch64", "arm64"):
         try:

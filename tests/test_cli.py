@@ -31,8 +31,8 @@ TASKS = {
     "linear_probe": (["--train-data", "{classification}", "--test-data", "{classification}", "--classnames", "{names}",
                       "--arg", "weight_decays=[0.001]", "--arg", "val_fraction=0.25"],
                      {"acc1", "mean_per_class_recall"}),
-    "zeroshot_segmentation": (["--data", "{segmentation}", "--classnames", "{segclasses}", "--arg", "resize_short=32"],
-                              {"miou", "pixel_acc"}),
+    "zeroshot_segmentation": (["--data", "{segmentation}", "--classnames", "{segclasses}", "--arg", "resize_short=32",
+                               "--readout", "clearclip"], {"miou", "pixel_acc"}),
     "linear_segmentation": (["--data", "{segmentation}", "--classnames", "{segclasses}", "--arg", "train_split=",
                              "--arg", "test_split=", "--arg", "epochs=2"], {"miou", "pixel_acc"}),
 }

@@ -18,6 +18,8 @@ def cpu_flags(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
         monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+        # such a CPU runs torch's AVX-512 kernels (unless ATEN_CPU_CAPABILITY says otherwise; tested below)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
         precision._cpu_bf16.cache_clear()
 
     yield set_flags
@@ -32,6 +34,18 @@ def test_cpu_rule(cpu_flags, avx512_bf16, amx, want):
     ok, why = precision.bf16_reason("cpu")
     assert ok == (want is torch.bfloat16)
     assert torch.backends.cpu.get_cpu_capability() in why
+
+
+def test_cpu_rule_follows_the_kernels_torch_runs(cpu_flags, monkeypatch):
+    """bf16 instructions are no use when torch is held to AVX2 kernels (ATEN_CPU_CAPABILITY=avx2)."""
+    cpu_flags(True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    precision._cpu_bf16.cache_clear()
+    ok, why = precision.bf16_reason("cpu")
+    assert not ok and "AVX2 kernels" in why
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    precision._cpu_bf16.cache_clear()
+    assert precision.native_bf16("cpu")
 
 
 def test_cuda_rule_without_cuda(monkeypatch):

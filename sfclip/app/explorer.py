@@ -207,14 +207,19 @@ class Explorer:
         return {"labels": labels, "templates": templates, "logit_scale": round(scale, 3)}
 
     # -- heat maps ----------------------------------------------------------------------------------
-    def heatmap(self, image: Image.Image, prompt: str, size: int = 320) -> dict:
-        """Cosine similarity of each patch embedding (`encode_patches`) with the prompt, over the image."""
+    def heatmap(self, image: Image.Image, prompt: str, size: int = 320, readout: str = "plain") -> dict:
+        """Cosine similarity of each patch embedding (`encode_patches` with `readout`: plain, maskclip or
+        clearclip) with the prompt, over the image."""
+        from sfclip.models.vit import READOUTS
+
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
         prompt = clean_prompt(prompt)
         with self.lock, torch.inference_mode():
             text = torch.from_numpy(encode_text_query(self.model, self.tokenizer, prompt, self.device))  # (1, E)
             x = self.transform(image)[None].to(self.device)  # (1, 3, S, S)
-            patches = self.model.encode_patches(x, normalize=True)[0]  # (h, w, E)
+            patches = self.model.encode_patches(x, normalize=True, readout=readout)[0]  # (h, w, E)
             sim = (patches.float() @ text[0].to(patches.device).float()).cpu().numpy()  # (h, w)
         picture, lo, hi = overlay(image, sim, size)
-        return {"prompt": prompt, "overlay": _png_data_url(picture), "scale": _png_data_url(colour_bar()),
+        return {"prompt": prompt, "readout": readout, "overlay": _png_data_url(picture), "scale": _png_data_url(colour_bar()),
                 "min": round(lo, 4), "max": round(hi, 4), "grid": list(sim.shape)}

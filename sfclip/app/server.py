@@ -149,7 +149,7 @@ def create_app(explorer: Explorer, max_upload_bytes: int = 20 * 2**20) -> FastAP
 
         def run():
             clean_prompt(f.get("prompt", ""))
-            return explorer.heatmap(image_of(f), f.get("prompt", ""))
+            return explorer.heatmap(image_of(f), f.get("prompt", ""), readout=f.get("readout", "plain") or "plain")
 
         return await answer(run)
 

@@ -6,10 +6,14 @@
 - `zeroshot_colour/<lang>/acc1`: the same scenes, classified by the object's colour (eight colours), each
   prompted by its bare colour word in that language. Colour is what both models learn first from these
   captions, so this isolates transfer to languages never seen in training from learning the concept at all.
-- `retrieval/{i2t,t2i}_r{1,5}`: caption <-> image retrieval on the test scenes, five captions per image.
+- `retrieval/{i2t,t2i}_r{1,5}`: caption <-> image retrieval on the test scenes, five captions per image,
+  positives by index (CLIP_benchmark's rule); `..._text`: a caption with the same text as a positive counts
+  too (most of these captions recur in other scenes); `retrieval/oracle_...`: the index rule's ceiling.
 - `segmentation/miou`: zero-shot segmentation from patch embeddings (`encode_patches`), each class
-  prompted with the English templates and the background with the dataset's background names; the whole
-  scene is one window at the student's resolution, as in training.
+  prompted with the English templates and each background by its own prompt (the best one is taken); the
+  whole scene is one window at the student's resolution, as in training. `segmentation/<readout>/miou` for
+  the training-free readouts `maskclip` and `clearclip`, and `segmentation/all_background/miou`: what
+  labelling every pixel background scores (the same for every model).
 - `linear_seg/miou`: a linear head on frozen patch tokens, trained on train-split scenes (per-patch
   majority labels), scored on the test scenes.
 - `linear_probe/acc1`, `linear_probe_patch/acc1`: logistic regression on the frozen class token, and on
@@ -35,6 +39,7 @@ from sfclip.eval.inference import check_device, evaluating, make_loader
 from sfclip.eval.pictures import save_classification_examples
 from sfclip.eval.prompts import text_classifier
 from sfclip.eval.segmentation_data import segmentation_dataset
+from sfclip.models.vit import READOUTS
 
 __all__ = ["evaluate_student", "METRICS"]
 
@@ -84,6 +89,18 @@ def _zeroshot_languages(model: nn.Module, tokenizer, dataset: LabeledImages, tra
     return out
 
 
+def all_background(dataset, num_classes: int) -> dict[str, float]:
+    """mIoU and pixel accuracy of labelling every pixel background (class 0): the floor a dense readout must
+    beat on these scenes."""
+    from sfclip.eval.images import load_mask
+
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for _, mask_path in dataset.pairs:
+        mask = load_mask(mask_path).long()  # (H, W), the size the readouts are scored at
+        conf += metrics.confusion_matrix(torch.zeros_like(mask), mask, num_classes, dataset.ignore_index)
+    return {"miou": metrics.mean_iou(conf), "pixel_acc": metrics.pixel_accuracy(conf)}
+
+
 def _subset(dataset, n: int):
     dataset.pairs = dataset.pairs[:n]
     return dataset
@@ -124,17 +141,22 @@ def evaluate_student(model: nn.Module, tokenizer, data: DemoData, mean: list[flo
             len(vocab.LANGUAGES) - 1)
 
     m = retrieval.run(model, tokenizer, data.retrieval, transform=transform, split=None, **common)
-    out.update({f"retrieval/{k}": m[k] for k in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")})
+    out.update({f"retrieval/{pre}{k}{post}": m[f"{pre}{k}{post}"] for k in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")
+                for pre, post in (("", ""), ("", "_text"), ("oracle_", ""))})
 
     classes = ["background", *vocab.prompt_names("en", source)]
     templates = [t.replace("{}", "{c}") for t in vocab.templates("en", source)]
     bare = ["background", *vocab.classnames("en", source)]
     seg_set = _subset(segmentation_dataset(data.segmentation), seg_eval)
-    m = segmentation.run(model, tokenizer, seg_set, classnames=classes, mean=mean, std=std, templates=templates,
-                         resize_short=size, stride=size, background="prompts",
-                         background_prompts=[f"a photo of {bg}." for bg in BACKGROUNDS.values()],
-                         pictures_dir=pictures_dir, num_pictures=4, **{**common, "batch_size": 16})
-    out["segmentation/miou"], out["segmentation/pixel_acc"] = m["miou"], m["pixel_acc"]
+    for readout in READOUTS:
+        m = segmentation.run(model, tokenizer, seg_set, classnames=classes, mean=mean, std=std, templates=templates,
+                             resize_short=size, stride=size, background="prompts",
+                             background_prompts=[f"a photo of {bg}." for bg in BACKGROUNDS.values()],
+                             pictures_dir=pictures_dir if readout == "plain" else None, num_pictures=4,
+                             readout=readout, **{**common, "batch_size": 16})
+        key = "segmentation" if readout == "plain" else f"segmentation/{readout}"
+        out[f"{key}/miou"], out[f"{key}/pixel_acc"] = m["miou"], m["pixel_acc"]
+    out.update({f"segmentation/all_background/{k}": v for k, v in all_background(seg_set, len(classes)).items()})
 
     m = linear_segmentation.run(model, tokenizer, (segmentation_dataset(data.seg_train), seg_set), classnames=bare,
                                 mean=mean, std=std, resize_short=size, stride=size, epochs=20,

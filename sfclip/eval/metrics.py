@@ -46,35 +46,50 @@ def mean_per_class_recall(logits: Tensor, targets: Tensor) -> float:
 
 
 def retrieval_ranks(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor,
-                    chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
+                    chunk_size: int = 1024, text_groups: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Rank of the first correct item for every query, in both directions, computed in chunks.
 
     image_emb (Ni, E), text_emb (Nt, E); text_to_image (Nt,) gives each caption's image index; every
     image needs at least one caption. Returns (i2t (Ni,), t2i (Nt,)) 0-based ranks:
-    i2t: the number of other images' captions scoring >= the image's best caption (a hit at k if any
-    of its captions is in the top k); t2i: the number of other images scoring >= the caption's own.
+    i2t: the number of non-positive captions scoring >= the image's best positive caption (a hit at k if
+    any positive is in the top k); t2i: the number of non-positive images scoring >= the best positive image.
+    Without `text_groups` the positives are the image's own captions (t2i: the caption's own image), as
+    CLIP_benchmark counts them; a tie with the best positive is a miss. `text_groups` (Nt,) gives captions
+    with the same text the same id: a caption whose text equals one of the image's own captions is then
+    a positive too (i2t), and so is every image that has the query's text among its captions (t2i).
     Only chunk_size x max(Ni, Nt) similarities exist at once; the result does not depend on it.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     num_images = image_emb.shape[0]
-    text_to_image = text_to_image.to(image_emb.device).long()
+    dev = image_emb.device
+    text_to_image = text_to_image.to(dev).long()
     if torch.bincount(text_to_image, minlength=num_images).min() == 0:
         raise ValueError("every image needs at least one caption for image->text recall")
-    i2t = torch.empty(num_images, dtype=torch.long, device=image_emb.device)
+    groups = torch.arange(len(text_to_image), device=dev) if text_groups is None else text_groups.to(dev).long()
+    # has[i, g]: image i has a caption of text group g
+    has = torch.zeros(num_images, int(groups.max()) + 1, dtype=torch.bool, device=dev)
+    has[text_to_image, groups] = True
+    i2t = torch.empty(num_images, dtype=torch.long, device=dev)
     for start in range(0, num_images, chunk_size):
         sim = image_emb[start:start + chunk_size] @ text_emb.T  # (c, Nt)
-        ids = torch.arange(start, start + sim.shape[0], device=sim.device)
-        positive = text_to_image[None, :] == ids[:, None]  # (c, Nt)
-        # The best caption decides the hit, so it is compared against the other images' captions only.
+        positive = has[start:start + sim.shape[0]][:, groups]  # (c, Nt)
+        # The best positive decides the hit, so it is compared against the non-positive captions only.
         best = sim.masked_fill(~positive, float("-inf")).amax(1, keepdim=True)  # (c, 1)
         i2t[start:start + sim.shape[0]] = ((sim >= best) & ~positive).sum(1)
-    t2i = torch.empty(text_emb.shape[0], dtype=torch.long, device=image_emb.device)
+    t2i = torch.empty(text_emb.shape[0], dtype=torch.long, device=dev)
     for start in range(0, text_emb.shape[0], chunk_size):
         sim = text_emb[start:start + chunk_size] @ image_emb.T  # (c, Ni)
-        own = sim.gather(1, text_to_image[start:start + sim.shape[0], None])  # (c, 1)
-        t2i[start:start + sim.shape[0]] = (sim >= own).sum(1) - 1
+        positive = has[:, groups[start:start + sim.shape[0]]].T  # (c, Ni)
+        best = sim.masked_fill(~positive, float("-inf")).amax(1, keepdim=True)  # (c, 1)
+        t2i[start:start + sim.shape[0]] = ((sim >= best) & ~positive).sum(1)
     return i2t.cpu(), t2i.cpu()
+
+
+def text_groups(texts: Sequence[str]) -> Tensor:
+    """(Nt,) ids, equal for captions whose text is the same after stripping outer whitespace."""
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(t.strip(), len(ids)) for t in texts], dtype=torch.long)
 
 
 def recall_at_k(ranks: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:

@@ -25,12 +25,29 @@ __all__ = ["run", "retrieval_metrics"]
 
 
 def retrieval_metrics(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor, chunk_size: int = 1024,
-                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@k both ways plus their mean, from normalized embeddings."""
+                      ks: Sequence[int] = (1, 5, 10), texts: Sequence[str] | None = None) -> dict[str, float]:
+    """Recall@k both ways plus their mean, from normalized embeddings (positives by index, as CLIP_benchmark).
+
+    With the caption `texts`, also `i2t_r{k}_text` / `t2i_r{k}_text`, where a caption with the same text as a
+    positive is a positive too, and `oracle_i2t_r{k}` / `oracle_t2i_r{k}`: what a model that tells every
+    different text apart, and no two equal texts, reaches under the index rule (its ceiling on this set).
+    """
     i2t, t2i = metrics.retrieval_ranks(image_emb, text_emb, text_to_image, chunk_size)
     out = {f"i2t_r{k}": v for k, v in metrics.recall_at_k(i2t, ks).items()}
     out.update({f"t2i_r{k}": v for k, v in metrics.recall_at_k(t2i, ks).items()})
     out["mean_recall"] = sum(out.values()) / len(out)
+    if texts is not None:
+        groups = metrics.text_groups(texts)
+        i2t, t2i = metrics.retrieval_ranks(image_emb, text_emb, text_to_image, chunk_size, groups)
+        out.update({f"i2t_r{k}_text": v for k, v in metrics.recall_at_k(i2t, ks).items()})
+        out.update({f"t2i_r{k}_text": v for k, v in metrics.recall_at_k(t2i, ks).items()})
+        # The oracle scores 1 where the image has the caption's text among its own and 0 elsewhere: equal texts
+        # tie, and a tie with the best positive is a miss under the index rule.
+        onehot = F.one_hot(groups, int(groups.max()) + 1).float()  # (Nt, G)
+        img = torch.zeros(image_emb.shape[0], onehot.shape[1]).index_add_(0, text_to_image.long().cpu(), onehot)
+        i2t, t2i = metrics.retrieval_ranks(img.clamp(max=1), onehot, text_to_image, chunk_size)
+        out.update({f"oracle_i2t_r{k}": v for k, v in metrics.recall_at_k(i2t, ks).items()})
+        out.update({f"oracle_t2i_r{k}": v for k, v in metrics.recall_at_k(t2i, ks).items()})
     return out
 
 
@@ -64,7 +81,7 @@ def run(model: nn.Module, tokenizer, data: str | Path | Sequence[str] | Captione
         image_emb = _encode_images(model, loader, dev, progress)  # (Ni, E)
         text_emb = encode_texts(model, tokenizer, texts, dev, text_batch_size, progress,
                                 desc="captions")  # (Nt, E)
-        result = retrieval_metrics(image_emb, text_emb, text_to_image, chunk_size, ks)
+        result = retrieval_metrics(image_emb, text_emb, text_to_image, chunk_size, ks, texts)
         if pictures_dir is not None:
             from sfclip.eval.pictures import save_retrieval_example
 

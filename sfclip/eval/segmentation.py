@@ -8,9 +8,12 @@ Protocol (each knob changes the numbers; report them with results):
   `stride` pixels (default half a window); `encode_patches` gives (h, w, E) per window, the logits are the
   cosine similarities with the class weights, upsampled bilinearly to the window and averaged where
   windows overlap, then upsampled to the mask size; the label is the argmax;
+- patch embeddings: `encode_patches(..., readout=readout)`: `plain` (as trained, the default), or a
+  training-free readout of the last block, `maskclip` or `clearclip` (`sfclip.models.vit.VisionTransformer.dense`);
 - background (only when `background_class`, default "background", is among the class names):
-  `background="prompts"` (the default) gives it its own prompts (`background_prompts`) instead of the
-  templates; `"threshold"` leaves it out of the classifier and labels a pixel background when its top
+  `background="prompts"` (the default) scores each of its prompts (`background_prompts`) as a row of its
+  own and takes the best one per patch: the backgrounds are different things, and the mean of their
+  embeddings is close to none of them; `"threshold"` leaves it out of the classifier and labels a pixel background when its top
   foreground probability, softmax(`logit_scale` * cosine) with `logit_scale` 40, is below
   `background_threshold` (default 0.1); `"none"` treats it as an ordinary class name;
 - scoring: mIoU over classes present in ground truth or prediction, `ignore_index` (255) pixels skipped.
@@ -56,7 +59,7 @@ def run(model: nn.Module, tokenizer, data: str | Path | SegmentationSet, *, clas
         background_threshold: float = 0.1, logit_scale: float = 40.0, ignore_index: int = 255,
         reduce_zero_label: bool | None = None, device: str | torch.device = "cpu", batch_size: int = 16,
         num_workers: int = 0, progress: bool = True, pictures_dir: str | Path | None = None,
-        num_pictures: int = 4) -> dict[str, float]:
+        num_pictures: int = 4, readout: str = "plain") -> dict[str, float]:
     """Zero-shot mIoU of `model` on a segmentation set (protocol in the module docstring).
 
     data: a root in one of the `segmentation_data` layouts (`layout`, `split`) or a prepared set;
@@ -73,21 +76,29 @@ def run(model: nn.Module, tokenizer, data: str | Path | SegmentationSet, *, clas
     window = image_size or int(model.visual.image_size)
     stride = stride or window // 2
     bg_index = names.index(background_class) if background_class in names else None
-    text_names, class_prompts, to_labels = names, None, None
-    if bg_index is not None and background == "prompts":
-        class_prompts = {background_class: list(background_prompts)}
-    elif bg_index is not None and background == "threshold":
+    text_names, to_labels, best_of = names, None, None
+    if bg_index is not None and background in ("prompts", "threshold"):
         text_names = [n for i, n in enumerate(names) if i != bg_index]
+    if bg_index is not None and background == "prompts":
+        if not background_prompts:
+            raise ValueError("background='prompts' needs at least one background prompt")
+        best_of = list(background_prompts)
+    elif bg_index is not None and background == "threshold":
         to_labels = _threshold_labels(bg_index, background_threshold, logit_scale)
 
     with evaluating(model):
-        classifier = text_classifier(model, tokenizer, text_names, prompts, dev, class_prompts,
-                                     progress=progress)  # (C', E)
+        classifier = text_classifier(model, tokenizer, text_names, prompts, dev, progress=progress)  # (C', E)
+        bg_rows = None if best_of is None else text_classifier(
+            model, tokenizer, best_of, ["{c}"], dev, progress=progress)  # (K, E): one row per background prompt
 
         def dense_fn(crops: Tensor) -> Tensor:
-            patches = model.encode_patches(crops, normalize=True).float()  # (B, h, w, E)
+            patches = model.encode_patches(crops, normalize=True, readout=readout).float()  # (B, h, w, E)
             patches = torch.nn.functional.normalize(patches, dim=-1)
-            return torch.einsum("bhwe,ce->bchw", patches, classifier)  # (B, C', h, w)
+            logits = torch.einsum("bhwe,ce->bchw", patches, classifier)  # (B, C', h, w)
+            if bg_rows is None:
+                return logits
+            bg = torch.einsum("bhwe,ke->bkhw", patches, bg_rows).amax(1, keepdim=True)  # (B, 1, h, w): the best
+            return torch.cat([logits[:, :bg_index], bg, logits[:, bg_index:]], dim=1)  # (B, C, h, w)
 
         result = score_dense(dense_fn, dataset, len(names), mean, std, window, stride, resize_short, dev,
                              ignore_index, batch_size, num_workers, progress, to_labels,

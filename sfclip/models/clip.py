@@ -70,11 +70,16 @@ class SFCLIP(nn.Module):
         out = self.visual(images)
         return {"cls": out["cls"], "patch": out["patch"], "grid": out["grid"]}
 
-    def encode_patches(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Patch tokens taken into the joint space through the image projection: (B, h, w, E)."""
-        out = self.visual(images)
-        h, w = out["grid"]
-        x = self.visual.proj(out["patch"])  # (B, N, E)
+    def encode_patches(self, images: torch.Tensor, normalize: bool = True, readout: str = "plain") -> torch.Tensor:
+        """Patch tokens taken into the joint space through the image projection: (B, h, w, E).
+
+        `readout` is how the last block makes them (`VisionTransformer.dense`): `plain` (as trained),
+        `maskclip` (value path only) or `clearclip` (query-query attention, no residual, no MLP). Unlike
+        `forward_features`, which returns (B, N, D) tokens before the projection, this is on the grid and in
+        the joint space, ready to score against text embeddings.
+        """
+        patch, (h, w) = self.visual.dense(images, readout)  # (B, N, D)
+        x = self.visual.proj(patch)  # (B, N, E)
         x = F.normalize(x, dim=-1) if normalize else x
         return x.view(x.shape[0], h, w, -1)
 

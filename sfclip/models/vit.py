@@ -11,7 +11,8 @@ from torch import nn
 
 from .layers import Block, run_blocks
 
-__all__ = ["VisionConfig", "VisionTransformer", "interpolate_pos_embed"]
+READOUTS = ("plain", "maskclip", "clearclip")
+__all__ = ["READOUTS", "VisionConfig", "VisionTransformer", "interpolate_pos_embed"]
 
 _MASK_MODES = ("replace", "drop")
 
@@ -118,6 +119,27 @@ class VisionTransformer(nn.Module):
         cls = (self.cls_token + pos[:, :1]).expand(B, -1, -1)  # (B, 1, D)
         return torch.cat([cls, x], dim=1), keep_idx, (h, w)
 
+    def dense(self, images: torch.Tensor, readout: str = "plain") -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch tokens for dense use, after the final norm: ((B, N, D), grid). `readout` (`READOUTS`) says how
+        the last block makes them; the class token and every earlier block are as in `forward`.
+
+        - `plain`: the last block as trained (what `forward` returns);
+        - `maskclip`: the last block's value path only: each token attends to itself, so
+          x + proj(v(norm1(x))), then the block's MLP with its residual (MaskCLIP, Zhou et al., ECCV 2022);
+        - `clearclip`: the last block's attention with query-query similarities, softmax(q q^T / sqrt(d)) v,
+          through the output projection, with no residual and no MLP (ClearCLIP, Lan et al., ECCV 2024).
+        """
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        x, _, grid = self.embed(images, None, "replace", None)
+        x = self.ln_pre(x)  # (B, 1+N, D)
+        if readout == "plain":
+            x = run_blocks(self.blocks, x, False)
+        else:
+            x = run_blocks(self.blocks[:-1], x, False)
+            x = _last_block_readout(self.blocks[-1], x, readout)
+        return self.norm(x)[:, 1:], grid
+
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None, mask_mode: str = "replace",
                 num_keep: int | None = None) -> dict:
         x, keep_idx, grid = self.embed(images, mask, mask_mode, num_keep)
@@ -127,3 +149,18 @@ class VisionTransformer(nn.Module):
         cls, patch = x[:, 0], x[:, 1:]
         pooled = cls if self.cfg.pool == "cls" else patch.mean(1)
         return {"pooled": self.proj(pooled), "cls": cls, "patch": patch, "keep_idx": keep_idx, "grid": grid}
+
+
+def _last_block_readout(blk, x: torch.Tensor, readout: str) -> torch.Tensor:
+    """The last block under a training-free dense readout (see `VisionTransformer.dense`): (B, 1+N, D)."""
+    attn = blk.attn
+    B, N, D = x.shape
+    H = attn.num_heads
+    qkv = attn.qkv(blk.norm1(x)).view(B, N, 3, H, D // H)  # (B, N, 3, H, Dh)
+    q, _, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, Dh)
+    if readout == "maskclip":
+        out = attn.proj(v.transpose(1, 2).reshape(B, N, D))  # each token's own value
+        x = x + out
+        return x + blk.mlp(blk.norm2(x))
+    mixed = torch.nn.functional.scaled_dot_product_attention(q, q, v)  # (B, H, N, Dh): q-q attention
+    return attn.proj(mixed.transpose(1, 2).reshape(B, N, D))

@@ -34,11 +34,12 @@ def multi_teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("multi")
     s = demo_settings(quick=True)
     s.efficientnet, s.batch_size, s.budgets = True, 8, [250]
-    write_shards(root / "train", "train", 128, seed=0, samples_per_shard=64)
+    # 32 scenes: enough for a few batches, and quick to fill also where CI forces bf16 on an AVX2 CPU
+    write_shards(root / "train", "train", 64, seed=0, samples_per_shard=32)
     cfg = run_config(s, "sfclip", 250, root / "train", root / "runs", seed=0)
     teachers = build_teachers(ObjectiveConfig(teachers=teacher_configs(s)), StudentConfig(s.model, s.overrides))
     cache_cfg = copy.deepcopy(cfg.data)
-    cache_cfg.train_data = str(root / "train" / "00000.tar")  # 64 scenes: enough for a few batches, quick to fill
+    cache_cfg.train_data = str(root / "train" / "00000.tar")
     cache = build_target_cache(cache_cfg, teacher_configs(s), root / "targets", batch_size=32,
                                context_length=s.overrides["text.context_length"], student_grid=GRID,
                                prebuilt=teachers, progress=False)
@@ -53,8 +54,8 @@ def test_teachers_meet_the_student_grid(multi_teacher):
 
     meta = json.loads((cache / "meta.json").read_text())
     assert {n: t["shape"] for n, t in meta["teachers"].items()} == {
-        "dinov2": [64, GRID * GRID, 384], "efficientnet": [64, GRID * GRID, 1280],
-        "e5": [64, s.overrides["text.context_length"], 384]}
+        "dinov2": [32, GRID * GRID, 384], "efficientnet": [32, GRID * GRID, 1280],
+        "e5": [32, s.overrides["text.context_length"], 384]}
 
 
 def test_cached_equals_live_with_two_vision_teachers(multi_teacher):
@@ -89,7 +90,7 @@ def test_trainer_runs_on_the_multi_teacher_cache(multi_teacher, tmp_path):
     cfg = copy.deepcopy(cfg)
     cfg.output_dir, cfg.train.steps, cfg.log.progress = str(tmp_path), 3, False
     cfg.data.train_data = str(cache.parent / "train" / "00000.tar")
-    cfg.data.num_samples, cfg.data.targets = 64, str(cache)
+    cfg.data.num_samples, cfg.data.targets = 32, str(cache)
     trainer = Trainer(cfg)
     assert all(isinstance(trainer.objective.teachers[n], CachedVisionTeacher) for n in ("dinov2", "efficientnet"))
     summary = trainer.fit()

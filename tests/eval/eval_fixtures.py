@@ -109,7 +109,7 @@ class ColourOracle(nn.Module):
             out[b, found[0] if len(found) else E - 1] = 1.0
         return out
 
-    def encode_patches(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    def encode_patches(self, images: torch.Tensor, normalize: bool = True, readout: str = "plain") -> torch.Tensor:
         self._record()
         p = self.visual.patch_size
         rgb = F.avg_pool2d(self._unnormalize(images), p).permute(0, 2, 3, 1)  # (B, h, w, 3)

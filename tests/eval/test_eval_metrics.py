@@ -123,3 +123,34 @@ def test_class_predicted_but_absent_from_gt_counts_as_zero():
 def test_confusion_rejects_labels_outside_the_classes():
     with pytest.raises(ValueError, match="outside"):
         metrics.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 7]), num_classes=3)
+
+
+def test_retrieval_ranks_with_equal_texts():
+    """Captions with equal text: a miss by index (CLIP_benchmark's rule), a hit by text."""
+    import torch.nn.functional as F
+
+    from sfclip.eval import metrics
+
+    texts = ["a", "b", "a", "c", "d"]  # image 0: a, b; image 1: a, c; image 2: d
+    owner = torch.tensor([0, 0, 1, 1, 2])
+    # image 0 scores the *other* image's "a" highest; caption 0 ("a") scores image 1 highest
+    image_emb = F.normalize(torch.tensor([[0.1, 0.2, 0.9, 0.0, 0.0], [0.0, 0.0, 0.1, 1.0, 0.0],
+                                          [0.0, 0.0, 0.0, 0.0, 1.0]]), dim=-1)
+    text_emb = torch.eye(5)
+    i2t, t2i = metrics.retrieval_ranks(image_emb, text_emb, owner)
+    assert i2t.tolist() == [1, 0, 0]  # by index: image 0's best own caption (b, 0.2) is beaten by image 1's "a"
+    groups = metrics.text_groups(texts)
+    assert groups.tolist() == [0, 1, 0, 2, 3]
+    i2t, t2i_text = metrics.retrieval_ranks(image_emb, text_emb, owner, text_groups=groups)
+    assert i2t.tolist() == [0, 0, 0]  # the other "a" is a positive of image 0 too
+    # caption 0 ("a", image 0): image 1 has "a" too, so it is a positive; by index it outranks the own image
+    sims = text_emb[0] @ image_emb.T
+    assert sims[1] < sims[0] or t2i[0] >= 0
+    assert t2i_text[0] == 0 and t2i_text[2] == 0
+    from sfclip.eval.retrieval import retrieval_metrics
+
+    m = retrieval_metrics(image_emb, text_emb, owner, ks=(1,), texts=texts)
+    # the oracle cannot tell image 0's "a" from image 1's "a": captions 0 and 2 tie with another image
+    assert m["oracle_t2i_r1"] == pytest.approx(3 / 5)
+    assert m["oracle_i2t_r1"] == pytest.approx(1 / 3)  # image 2 only: images 0 and 1 tie on "a"
+    assert m["i2t_r1_text"] == 1.0 and m["i2t_r1"] == pytest.approx(2 / 3)

@@ -11,7 +11,8 @@ from sfclip.eval import image_transform, retrieval
 from sfclip.eval.images import CLIP_MEAN, CLIP_STD
 
 TRANSFORM = image_transform(32, CLIP_MEAN, CLIP_STD)
-KEYS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mean_recall"}
+INDEX_KEYS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"}
+KEYS = INDEX_KEYS | {f"{k}_text" for k in INDEX_KEYS} | {f"oracle_{k}" for k in INDEX_KEYS} | {"mean_recall"}
 GERMAN = {"red": "rot", "green": "gruen", "blue": "blau", "yellow": "gelb", "cyan": "tuerkis",
           "magenta": "lila", "black": "schwarz"}
 

@@ -164,6 +164,31 @@ def test_background_with_its_own_prompts(tmp_path, tok):
     assert wrong["miou"] < 1.0
 
 
+def test_background_prompts_are_rows_of_their_own(tmp_path, tok, monkeypatch):
+    """Each background prompt is scored on its own and the best one taken, not their mean embedding."""
+    names = bg_folder(tmp_path)
+    kw = dict(classnames=names, resize_short=None, **ARGS)
+    seen = {}
+    real = segmentation.score_dense
+
+    def spy(dense_fn, *args, **kwargs):
+        crop = torch.zeros(1, 3, 16, 16)  # any crop: the rows are compared with each other below
+        seen["logits"] = dense_fn(crop)
+        return real(dense_fn, *args, **kwargs)
+
+    monkeypatch.setattr(segmentation, "score_dense", spy)
+    two = segmentation.run(ColourOracle(tok), tok, tmp_path, background_prompts=["the blue .", "the background ."],
+                           **kw)
+    assert two["miou"] == 1.0  # an unrelated extra background does not dilute the right one
+    logits = seen["logits"]  # (1, 3, h, w)
+    one = {}
+    for p in ("the blue .", "the background ."):
+        segmentation.run(ColourOracle(tok), tok, tmp_path, background_prompts=[p], **kw)
+        one[p] = seen["logits"][:, 0]
+    torch.testing.assert_close(logits[:, 0], torch.maximum(one["the blue ."], one["the background ."]))
+    torch.testing.assert_close(logits[:, 1:], seen["logits"][:, 1:])  # the objects' rows are unchanged
+
+
 def test_background_by_threshold(tmp_path, tok):
     names = bg_folder(tmp_path)
     # black patches match no foreground class: uniform probabilities (1/2) fall below the threshold

@@ -147,7 +147,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("zeroshot-results").tBodies[0].replaceChildren(...rows);
   }));
   $("heatmap-btn").addEventListener("click", () => busy($("heatmap-btn"), "heatmap-msg", async () => {
-    const data = await post("/api/heatmap", { prompt: $("prompt").value }, true);
+    const data = await post("/api/heatmap", { prompt: $("prompt").value, readout: $("readout").value }, true);
     $("heatmap-img").src = data.overlay;
     $("heatmap-scale").src = data.scale;
     $("heatmap-min").textContent = data.min.toFixed(3);
