@@ -37,8 +37,8 @@ log = logging.getLogger("demo_arms")
 THREADS = 2
 # The evaluation protocol of a result file; a result of an older one is evaluated again from its run's final
 # checkpoint (no retraining). 3: per-prompt background rows, the dense readouts, text-aware retrieval and its
-# oracle.
-PROTOCOL = 3
+# oracle; 4: Russian colour words spelled with "е".
+PROTOCOL = 4
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -175,6 +175,10 @@ def write_summary(out: Path, docs: Path) -> dict:
             for k, v in d.items() if not k.startswith("val/")}
     np.savez_compressed(docs / "arms_samples.npz", **{k.replace("/", "|"): v for k, v in keep.items()})
     plot_arms(results, samples, docs / "arms.png")
+    # What `sfclip demo` prints beside its one seed's differences (packaged: the docs are not installed).
+    packaged = Path(__file__).resolve().parents[1] / "sfclip" / "demo" / "arms_intervals.json"
+    packaged.write_text(json.dumps({"source": "docs/demo/arms.json (python benchmarks/demo_arms.py)",
+                                    "diffs": diffs, "machine": doc["machine"]}, indent=1))
     lines = []
     for pair, rows in diffs.items():
         for metric, r in rows.items():

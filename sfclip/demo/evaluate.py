@@ -46,8 +46,10 @@ __all__ = ["evaluate_student", "METRICS"]
 log = logging.getLogger(__name__)
 
 # Metrics every model reports, in table order (zero-shot languages are added per language).
-METRICS = ("linear_probe/acc1", "linear_probe_patch/acc1", "retrieval/i2t_r1", "retrieval/t2i_r1", "segmentation/miou",
-           "linear_seg/miou")
+METRICS = ("linear_probe/acc1", "linear_probe_patch/acc1", "retrieval/i2t_r1", "retrieval/t2i_r1",
+           "retrieval/i2t_r1_text", "retrieval/t2i_r1_text", "retrieval/oracle_i2t_r1", "retrieval/oracle_t2i_r1",
+           "segmentation/miou", "segmentation/maskclip/miou", "segmentation/clearclip/miou",
+           "segmentation/all_background/miou", "linear_seg/miou")
 
 
 def colour_dataset(classification_csv: Path) -> LabeledImages:

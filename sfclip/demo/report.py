@@ -9,7 +9,7 @@ from pathlib import Path
 from sfclip.demo import vocab
 from sfclip.demo.evaluate import METRICS
 
-__all__ = ["REFERENCES", "comparison_table", "write_results", "plot_losses", "plot_languages", "read_metrics",
+__all__ = ["REFERENCES", "arms_intervals", "comparison_table", "write_results", "plot_losses", "plot_languages", "read_metrics",
            "metric_order"]
 
 
@@ -31,11 +31,33 @@ def _cell(v: float | None, seconds: bool = False) -> str:
     return f"{v:.0f}" if seconds else f"{v:.3f}"
 
 
-def comparison_table(budgets: dict[int, dict[str, dict[str, float]]]) -> str:
-    """Metric rows x (sfclip, clip, difference) per budget, as fixed-width text."""
+def arms_intervals(path: Path | None = None) -> dict[str, dict]:
+    """The committed arms study's `sfclip-clip` differences by metric ({} where the file is not there): what
+    one seed's difference is read against (`benchmarks/demo_arms.py`, docs/demo/arms.json)."""
+    path = path or Path(__file__).resolve().parent / "arms_intervals.json"
+    try:
+        return json.loads(path.read_text())["diffs"].get("sfclip-clip", {})
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _interval(row: dict | None) -> str:
+    if not row:
+        return ""
+    lo, hi = row["ci95"]
+    return f"{row['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if row['excludes_zero'] else ''}"
+
+
+def comparison_table(budgets: dict[int, dict[str, dict[str, float]]], intervals: dict | None = None) -> str:
+    """Metric rows x (sfclip, clip, difference) per budget, as fixed-width text; with `intervals` (the arms
+    study's sfclip-clip differences, `arms_intervals()`), a last column: its mean difference over seeds and
+    95% interval (* where the bootstrap and t intervals both exclude 0)."""
+    intervals = intervals or {}
     head = ["metric"]
     for pairs in budgets:
         head += [f"sfclip@{pairs}", f"clip@{pairs}", "diff"]
+    if intervals:
+        head.append(f"arms study diff, 95% CI (n={max(r['n_seeds'] for r in intervals.values())} seeds)")
     rows = []
     for key in metric_order():
         row = [key]
@@ -44,11 +66,15 @@ def comparison_table(budgets: dict[int, dict[str, dict[str, float]]]) -> str:
             secs = key == "train/seconds"
             row += [_cell(a, secs), _cell(b, secs),
                     "" if a is None or b is None else (f"{a - b:+.0f}" if secs else f"{a - b:+.3f}")]
+        if intervals:
+            row.append(_interval(intervals.get(key)))
         rows.append(row)
     main = next(iter(budgets.values()))
     for key in REFERENCES:  # one value for the whole comparison, shown once
         if key in main.get("reference", {}):
             rows.append([key, _cell(main["reference"][key]), "", ""] + [""] * (len(head) - 4))
+    if intervals:
+        rows.append(["(the arms study: benchmarks/demo_arms.py, docs/demo.md)"] + [""] * (len(head) - 1))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [head, *rows]]
@@ -112,6 +138,13 @@ def plot_losses(runs: dict[str, Path], path: Path, title: str) -> Path:
     return path
 
 
+def _num_classes(res: dict) -> int:
+    """How many classes the zero-shot task chose among: the demo's kept classes (six), not the glyph set's ten."""
+    from sfclip.demo.settings import SCENES
+
+    return len(SCENES.get("classes") or vocab.CLASSNAMES["en"])
+
+
 def plot_languages(budgets: dict[int, dict[str, dict[str, float]]], path: Path) -> Path:
     """One PNG: zero-shot accuracy per language, SF-CLIP beside CLIP, one panel per task and budget."""
     from matplotlib.figure import Figure
@@ -121,8 +154,8 @@ def plot_languages(budgets: dict[int, dict[str, dict[str, float]]], path: Path) 
     axes = fig.subplots(len(tasks), len(budgets), squeeze=False)
     x = list(range(len(vocab.LANGUAGES)))
     for row, (task, label) in enumerate(tasks):
-        chance = 1 / len(vocab.COLOURS if task == "zeroshot_colour" else vocab.CLASSNAMES["en"])
         for col, (pairs, res) in enumerate(budgets.items()):
+            chance = 1 / (len(vocab.COLOURS) if task == "zeroshot_colour" else _num_classes(res))
             ax = axes[row][col]
             for shift, kind in ((-0.2, "sfclip"), (0.2, "clip")):
                 ax.bar([i + shift for i in x], [res[kind].get(f"{task}/{lang}/acc1", float("nan"))

@@ -211,7 +211,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     references: also train the supervised ceiling and probe the vision teacher (`sfclip.demo.references`).
     """
     from sfclip.demo.data import prepare_data
-    from sfclip.demo.report import comparison_table, plot_languages, plot_losses, write_results
+    from sfclip.demo.report import arms_intervals, comparison_table, plot_languages, plot_losses, write_results
 
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -267,7 +267,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
         except Exception as exc:  # noqa: BLE001 - the demo's results stand; say what failed and go on
             log.warning("could not embed the test scenes for sfclip serve (%s: %s)", type(exc).__name__, exc)
             serve = f"sfclip serve {run_dir}"
-    _say("\n" + comparison_table(budgets))
+    _say("\n" + comparison_table(budgets, arms_intervals()))
     _say(f"\nexplore the SF-CLIP model in the browser (pip install 'sfclip[app]'): {serve}")
     _say(f"\nwall time {times['total']:.0f}s (stages: "
          + ", ".join(f"{k} {v:.0f}s" for k, v in times.items() if k != "total") + f"); results in {path}")

@@ -5,8 +5,11 @@ Both models share everything but the method: the student architecture, the token
 
 - `sfclip`: the text tower inherits E5's word-embedding table (frozen); the first `distill_fraction` of
   every batch also gets masked distillation towards DINOv2-S/14's patch tokens (image tower) and E5's
-  token features (text tower), read from the target cache.
+  token features (text tower), read from the target cache (the paper's method), and DINOv2's class token
+  distilled into the student's (`summary_weight`, RADIO's summary loss: ours, not the paper's).
 - `clip`: the same tokenizer with its own trainable table, no teachers, `distill_fraction` 0.
+
+`sfclip.demo.arms` takes these apart ingredient by ingredient (`benchmarks/demo_arms.py`, docs/demo.md).
 
 Every budget trains on the first `pairs` scenes of one shard set for the same number of samples seen, so
 a smaller budget only means fewer distinct pairs (more repeats), not less compute.
@@ -147,8 +150,8 @@ def run_config(s: DemoSettings, kind: str, pairs: int, shards_dir: Path, runs_di
     image_size = s.image_size
     data = DataConfig(train_data=str(shards_dir / f"{{00000..{last:05d}}}.tar"), num_samples=pairs,
                       batch_size=s.batch_size, workers=s.workers, image_size=image_size, shuffle_buffer=1000,
-                      # The whole scene, every time: captions name places ("top left") that a crop or
-                      # flip would falsify, and the teachers' targets are cached for this one view.
+                      # The whole scene, every time: the teachers' targets are cached for this one view (a
+                      # random crop or flip would need live teachers), and the object fills most of the scene.
                       crop_scale=[1.0, 1.0], ratio=[1.0, 1.0], hflip=False, seed=seed,
                       targets=str(targets) if kind == "sfclip" and targets else "")
     if kind == "sfclip":

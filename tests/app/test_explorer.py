@@ -59,6 +59,11 @@ def test_heatmap_is_patch_text_cosine(explorer, loaded, collection):
     assert png_image(out["overlay"]).size == (320, 320)
     bar = np.asarray(png_image(out["scale"]).convert("RGB"))
     assert tuple(bar[0, 0]) == (0x44, 0x01, 0x54) and tuple(bar[0, -1]) == (0xfd, 0xe7, 0x25)
+    # a training-free readout: the same cosine, from the readout's patch embeddings
+    out = explorer.heatmap(image, "a red car", readout="clearclip")
+    with torch.inference_mode():
+        sim = (model.encode_patches(transform(image)[None], readout="clearclip")[0] @ model.encode_text(**tok)[0])
+    assert out["readout"] == "clearclip" and out["max"] == pytest.approx(float(sim.max()), abs=1e-4)
 
 
 def test_overlay_puts_the_top_colour_where_the_map_peaks():
@@ -90,6 +95,7 @@ def test_search_by_text_and_by_row(explorer):
     (lambda e, img: e.zeroshot(img, " ,\n "), "at least one class name"),
     (lambda e, img: e.zeroshot(img, "cat", "a photo"), "contain '{c}'"),
     (lambda e, img: e.heatmap(img, ""), "the prompt is empty"),
+    (lambda e, img: e.heatmap(img, "a cat", readout="sclip"), "readout must be one of plain, maskclip, clearclip"),
     (lambda e, img: e.image(b"%PDF-1.4 not a picture", None), "is not an image"),
     (lambda e, img: e.image(None, None), "choose an image first"),
 ])

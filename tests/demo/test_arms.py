@@ -77,3 +77,39 @@ def test_summary_claims_follow_both_intervals():
     seg = d["sfclip-clip"]["segmentation/miou"]  # no per-scene scores: the t interval
     assert seg["method"] == "Student t over seeds" and seg["mean"] == pytest.approx(0) and not seg["excludes_zero"]
     assert set(HEADLINE) >= set(d["sfclip-clip"])
+
+
+def test_demo_table_reads_the_arms_intervals(tmp_path):
+    import json
+
+    from sfclip.demo.report import arms_intervals, comparison_table
+
+    res = {"sfclip": {"zeroshot/en/acc1": 0.30, "linear_seg/miou": 0.2}, "clip": {"zeroshot/en/acc1": 0.20,
+                                                                                  "linear_seg/miou": 0.2}}
+    diffs = {"sfclip-clip": {"zeroshot/en/acc1": {"mean": 0.05, "ci95": [0.01, 0.09], "ci95_t": [0.02, 0.08],
+                                                  "n_seeds": 5, "excludes_zero": True}}}
+    path = tmp_path / "arms_intervals.json"
+    path.write_text(json.dumps({"diffs": diffs}))
+    intervals = arms_intervals(path)
+    table = comparison_table({3000: res}, intervals)
+    line = next(row for row in table.splitlines() if row.startswith("zeroshot/en/acc1"))
+    assert "+0.100" in line and "+0.050 [+0.010, +0.090] *" in line
+    assert "n=5 seeds" in table.splitlines()[0]
+    assert arms_intervals(tmp_path / "missing.json") == {}
+    plain = comparison_table({3000: res})
+    assert "arms study" not in plain  # without a study the table is as before
+
+
+def test_all_background_floor(tmp_path):
+    from PIL import Image
+
+    from sfclip.demo.evaluate import all_background
+    from sfclip.eval.segmentation_data import SegmentationSet
+
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:2, :2] = 1  # 4 object pixels, 12 background
+    mask[3, 3] = 255  # ignored
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out = all_background(SegmentationSet([(tmp_path / "i.png", tmp_path / "m.png")]), 2)
+    assert out["pixel_acc"] == pytest.approx(11 / 15)
+    assert out["miou"] == pytest.approx((11 / 15 + 0) / 2)  # background IoU 11/15, the object's 0
