@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sfclip.demo import vocab  # noqa: E402
+from sfclip.demo import vocab
 
 # Russian variants: "е" for "ё" (as most Russian text is typed), and the feminine / neuter / plural forms,
 # which the captions' nouns would need (футболка, платье, брюки).

@@ -221,5 +221,6 @@ class Explorer:
             patches = self.model.encode_patches(x, normalize=True, readout=readout)[0]  # (h, w, E)
             sim = (patches.float() @ text[0].to(patches.device).float()).cpu().numpy()  # (h, w)
         picture, lo, hi = overlay(image, sim, size)
-        return {"prompt": prompt, "readout": readout, "overlay": _png_data_url(picture), "scale": _png_data_url(colour_bar()),
+        return {"prompt": prompt, "readout": readout, "overlay": _png_data_url(picture),
+                "scale": _png_data_url(colour_bar()),
                 "min": round(lo, 4), "max": round(hi, 4), "grid": list(sim.shape)}

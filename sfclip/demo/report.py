@@ -9,8 +9,8 @@ from pathlib import Path
 from sfclip.demo import vocab
 from sfclip.demo.evaluate import METRICS
 
-__all__ = ["REFERENCES", "arms_intervals", "comparison_table", "write_results", "plot_losses", "plot_languages", "read_metrics",
-           "metric_order"]
+__all__ = ["REFERENCES", "arms_intervals", "comparison_table", "write_results", "plot_losses", "plot_languages",
+           "read_metrics", "metric_order"]
 
 
 def metric_order() -> list[str]:

@@ -211,7 +211,13 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     references: also train the supervised ceiling and probe the vision teacher (`sfclip.demo.references`).
     """
     from sfclip.demo.data import prepare_data
-    from sfclip.demo.report import arms_intervals, comparison_table, plot_languages, plot_losses, write_results
+    from sfclip.demo.report import (
+        arms_intervals,
+        comparison_table,
+        plot_languages,
+        plot_losses,
+        write_results,
+    )
 
     t_start = time.perf_counter()
     out = Path(out_dir)

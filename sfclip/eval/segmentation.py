@@ -9,12 +9,12 @@ Protocol (each knob changes the numbers; report them with results):
   cosine similarities with the class weights, upsampled bilinearly to the window and averaged where
   windows overlap, then upsampled to the mask size; the label is the argmax;
 - patch embeddings: `encode_patches(..., readout=readout)`: `plain` (as trained, the default), or a
-  training-free readout of the last block, `maskclip` or `clearclip` (`sfclip.models.vit.VisionTransformer.dense`);
+  training-free readout of the last block, `maskclip` or `clearclip` (`VisionTransformer.dense`);
 - background (only when `background_class`, default "background", is among the class names):
   `background="prompts"` (the default) scores each of its prompts (`background_prompts`) as a row of its
   own and takes the best one per patch: the backgrounds are different things, and the mean of their
-  embeddings is close to none of them; `"threshold"` leaves it out of the classifier and labels a pixel background when its top
-  foreground probability, softmax(`logit_scale` * cosine) with `logit_scale` 40, is below
+  embeddings is close to none of them; `"threshold"` leaves it out of the classifier and labels a pixel
+  background when its top foreground probability, softmax(`logit_scale` * cosine) with `logit_scale` 40, is below
   `background_threshold` (default 0.1); `"none"` treats it as an ordinary class name;
 - scoring: mIoU over classes present in ground truth or prediction, `ignore_index` (255) pixels skipped.
 Metrics: `miou`, `pixel_acc`, `iou/<class>`.
