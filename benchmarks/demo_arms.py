@@ -8,8 +8,9 @@ killed study continues where it stopped.
     python benchmarks/demo_arms.py --variants sfclip_bf16_teachers sfclip_bf16_train   # + issue 18's, seed 0
 
 Per seed (`OUT/seed<N>/`): the demo's data (training shards, test sets, validation sets, probe sets), its
-tokenizer and the fp32 target cache, shared by every arm. Per arm and seed: `OUT/results/<arm>/seed<N>.json`
-(every metric on the test and validation sets, the training time) and `.npz` (per-scene correctness). Every
+tokenizer and the fp32 target cache, shared by every arm. Per arm and seed: `RESULTS/<arm>/seed<N>.json`
+(every metric on the test and validation sets, the training time) and `.npz` (per-scene correctness), where
+RESULTS is docs/demo/arms_results (committed): a pair that has its result there is not run again. Every
 run uses two torch threads, fp32 teachers and fp32 training, whatever the CPU (the variants change that on
 purpose). Settings are chosen on the validation sets (`val/...` metrics); the test sets are only reported.
 """
@@ -74,7 +75,7 @@ def prepare_seed(out: Path, seed: int, need_bf16: bool) -> dict:
             "root": root}
 
 
-def run_arm(out: Path, arm: str, seed: int, prep: dict) -> None:
+def run_arm(out: Path, results: Path, arm: str, seed: int, prep: dict) -> None:
     """Train `arm` on `seed` through the real Trainer, evaluate on the test and validation sets, keep both."""
     from sfclip.demo.evaluate import evaluate_student
     from sfclip.train.loop import Trainer
@@ -85,7 +86,7 @@ def run_arm(out: Path, arm: str, seed: int, prep: dict) -> None:
                      prep["targets"][dtype], prep["tokenizer"])
     import shutil
 
-    folder = out / "results" / arm
+    folder = results / arm
     done = folder / f"seed{seed}.json"
     old = json.loads(done.read_text()) if done.is_file() else {}
     if _final_checkpoint(cfg.run_dir, s.steps):  # trained already (a result of an older protocol, or a kill)
@@ -138,11 +139,11 @@ def _final_checkpoint(run_dir: Path, steps: int) -> bool:
     return folder.name.endswith(f"{steps:08d}")
 
 
-def load_results(out: Path) -> tuple[dict, dict]:
-    """({arm: {seed: metrics}}, {arm: {seed: {key: per-scene array}}}) of every finished pair."""
+def load_results(folder: Path) -> tuple[dict, dict]:
+    """({arm: {seed: metrics}}, {arm: {seed: {key: per-scene array}}}) of every finished pair in `folder`."""
     results: dict = {}
     samples: dict = {}
-    for f in sorted((out / "results").glob("*/seed*.json")):
+    for f in sorted(folder.glob("*/seed*.json")):
         arm, seed = f.parent.name, f.stem.removeprefix("seed")
         results.setdefault(arm, {})[seed] = json.loads(f.read_text())
         with np.load(f.with_suffix(".npz")) as z:
@@ -156,11 +157,22 @@ def machine() -> dict:
     return {**demo_machine(), "threads": THREADS, "teachers": "float32", "train_precision": "fp32"}
 
 
-def write_summary(out: Path, docs: Path) -> dict:
-    results, samples = load_results(out)
+def _finite(x):
+    """JSON without Infinity: an unbounded interval end (a single seed) is written as null."""
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def write_summary(results_dir: Path, docs: Path) -> dict:
+    results, samples = load_results(results_dir)
     if not results:
-        raise SystemExit(f"no finished arm in {out}/results: run the study first")
-    diffs = summarize(results, samples)
+        raise SystemExit(f"no finished arm in {results_dir}: run the study first")
+    diffs = _finite(summarize(results, samples))
     doc = {"arms": {arm: {"description": {**ARMS, **VARIANTS}[arm], "seeds": per_seed}
                     for arm, per_seed in results.items()},
            "diffs": diffs, "machine": machine(),
@@ -182,9 +194,10 @@ def write_summary(out: Path, docs: Path) -> dict:
     lines = []
     for pair, rows in diffs.items():
         for metric, r in rows.items():
-            lo, hi = r["ci95"]
-            lines.append(f"{pair:28s} {metric:34s} {r['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] t[{r['ci95_t'][0]:+.3f}, "
-                         f"{r['ci95_t'][1]:+.3f}] n={r['n_seeds']}{' *' if r['excludes_zero'] else ''}")
+            lo, hi = (f"{v:+.3f}" if v is not None else "?" for v in r["ci95"])
+            tlo, thi = (f"{v:+.3f}" if v is not None else "?" for v in r["ci95_t"])
+            lines.append(f"{pair:28s} {metric:34s} {r['mean']:+.3f} [{lo}, {hi}] t[{tlo}, {thi}] n={r['n_seeds']}"
+                         f"{' *' if r['excludes_zero'] else ''}")
     print("\n".join(lines))
     return doc
 
@@ -202,7 +215,10 @@ def _seeds(text: str) -> list[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="demo_arms_out")
+    ap.add_argument("--out", default="demo_arms_out", help="data, target caches and runs (not committed)")
+    ap.add_argument("--results", default="docs/demo/arms_results",
+                    help="one JSON (metrics) and one NPZ (per-scene scores) per finished arm and seed (committed, so "
+                         "that a study continues from a fresh clone)")
     ap.add_argument("--docs", default="docs/demo", help="where arms.json, arms_samples.npz and arms.png go")
     ap.add_argument("--seeds-main", default="0,1,2,3,4", help="seeds of clip and sfclip")
     ap.add_argument("--seeds-other", default="0,1,2", help="seeds of clip_inherit and sfclip_paper")
@@ -212,14 +228,14 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(THREADS)
-    out = Path(args.out)
+    out, results = Path(args.out), Path(args.results)
     if not args.summarize:
         main_seeds, other_seeds = _seeds(args.seeds_main), _seeds(args.seeds_other)
         plan = []
         for seed in sorted(set(main_seeds) | set(other_seeds)):  # seed by seed, so that a partial study is paired
             plan += [(seed, a) for a in ARMS if seed in (main_seeds if a in ("clip", "sfclip") else other_seeds)]
         plan += [(0, v) for v in args.variants or ()]  # last: the study's own arms come first
-        todo = [(seed, a) for seed, a in plan if _protocol(out / "results" / a / f"seed{seed}.json") != PROTOCOL]
+        todo = [(seed, a) for seed, a in plan if _protocol(results / a / f"seed{seed}.json") != PROTOCOL]
         print(f"demo arms: {len(plan)} runs planned, {len(plan) - len(todo)} done, {len(todo)} to go; "
               f"{platform.processor() or platform.machine()}, torch capability "
               f"{torch.backends.cpu.get_cpu_capability()}, {THREADS} threads", flush=True)
@@ -229,11 +245,11 @@ def main() -> None:
             if seed not in prepared:
                 prepared = {seed: prepare_seed(out, seed, any(a == "sfclip_bf16_teachers" for s2, a in todo
                                                               if s2 == seed))}
-            run_arm(out, arm, seed, prepared[seed])
+            run_arm(out, results, arm, seed, prepared[seed])
             done = time.perf_counter() - t0
             print(f"== {i + 1}/{len(todo)} done, {done / 60:.0f} min; about "
                   f"{done / (i + 1) * (len(todo) - i - 1) / 60:.0f} min to go ==", flush=True)
-    write_summary(out, Path(args.docs))
+    write_summary(results, Path(args.docs))
 
 
 if __name__ == "__main__":

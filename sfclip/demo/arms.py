@@ -134,6 +134,22 @@ def summarize(results: dict, samples: dict, reps: int = 2000) -> dict:
     return diffs
 
 
+def _floor(metric: str, results: dict) -> tuple[str, float] | None:
+    """The line a metric is read against: chance for zero-shot, the all-background labelling for zero-shot
+    segmentation (the mean over the study's test sets)."""
+    from sfclip.demo.settings import SCENES
+
+    if metric.startswith("zeroshot_colour/"):
+        return "chance", 1 / 8
+    if metric.startswith("zeroshot/"):
+        return "chance", 1 / len(SCENES["classes"])
+    if metric == "segmentation/miou":
+        vals = [m["segmentation/all_background/miou"] for per in results.values() for m in per.values()
+                if "segmentation/all_background/miou" in m]
+        return ("all background", sum(vals) / len(vals)) if vals else None
+    return None
+
+
 def plot_arms(results: dict, samples: dict, path: Path, reps: int = 1000) -> Path:
     """One PNG: per headline metric, each arm's mean over seeds with its 95% interval (bootstrap where
     per-scene scores exist, else t), seeds as dots."""
@@ -164,6 +180,10 @@ def plot_arms(results: dict, samples: dict, path: Path, reps: int = 1000) -> Pat
             c = colours.get(arm, "#9467bd")
             ax.errorbar([i], [m], yerr=[[m - lo], [hi - m]], fmt="o", color=c, capsize=4, markersize=6)
             ax.scatter([i + 0.18] * len(vals), vals, s=8, color=c, alpha=0.5)
+        floor = _floor(metric, results)
+        if floor is not None:
+            ax.axhline(floor[1], color="black", linestyle="--", linewidth=0.8, label=floor[0])
+            ax.legend(fontsize=7, loc="best")
         ax.set_xticks(range(len(arms)), [a.replace("_", "\n", 1) for a in arms], fontsize=7)
         ax.set_title(metric, fontsize=9)
         ax.grid(axis="y", alpha=0.3)

@@ -42,7 +42,7 @@ def arms_intervals(path: Path | None = None) -> dict[str, dict]:
 
 
 def _interval(row: dict | None) -> str:
-    if not row:
+    if not row or None in row["ci95"]:
         return ""
     lo, hi = row["ci95"]
     return f"{row['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if row['excludes_zero'] else ''}"
