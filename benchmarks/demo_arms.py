@@ -173,9 +173,10 @@ def write_summary(results_dir: Path, docs: Path) -> dict:
     if not results:
         raise SystemExit(f"no finished arm in {results_dir}: run the study first")
     diffs = _finite(summarize(results, samples))
+    diffs_val = _finite(summarize(results, samples, prefix="val/"))
     doc = {"arms": {arm: {"description": {**ARMS, **VARIANTS}[arm], "seeds": per_seed}
                     for arm, per_seed in results.items()},
-           "diffs": diffs, "machine": machine(),
+           "diffs": diffs, "diffs_val": diffs_val, "machine": machine(),
            "protocol": {"command": "python benchmarks/demo_arms.py", "threads": THREADS,
                         "test_scenes": "500 per set and seed (classification, retrieval), 300 segmentation",
                         "choose_on": "val/... metrics (validation scenes of held-out glyphs)",

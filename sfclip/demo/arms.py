@@ -94,13 +94,14 @@ def with_means(per_sample: dict) -> dict:
     return out
 
 
-def summarize(results: dict, samples: dict, reps: int = 2000) -> dict:
+def summarize(results: dict, samples: dict, reps: int = 2000, prefix: str = "") -> dict:
     """arms.json's `diffs`: for each pair in `DIFFS` and each headline metric (on the test sets), the mean
     paired difference over shared seeds with its 95% interval.
 
     results: {arm: {seed: {metric: value}}}; samples: {arm: {seed: {per-sample key: (N,) array}}}. `ci95` is the
     two-level bootstrap (seeds, then test scenes) where per-scene scores exist, else the t interval; `ci95_t` is
     always the t interval over per-seed differences; `excludes_zero` is true only where both exclude 0.
+    `prefix` "val/" summarizes the validation sets instead (what choices are made on).
     """
     import numpy as np
 
@@ -114,7 +115,8 @@ def summarize(results: dict, samples: dict, reps: int = 2000) -> dict:
         if not seeds:
             continue
         out = {}
-        for metric, key in HEADLINE.items():
+        for name, key in HEADLINE.items():
+            metric, key = prefix + name, None if key is None else prefix + key
             per_seed = [results[a][s][metric] - results[b][s][metric] for s in seeds
                         if metric in results[a][s] and metric in results[b][s]]
             if not per_seed:
@@ -129,7 +131,7 @@ def summarize(results: dict, samples: dict, reps: int = 2000) -> dict:
             else:
                 row.update(ci95=[lo_t, hi_t], method="Student t over seeds")
             row["excludes_zero"] = bool(min(row["ci95"][0], lo_t) > 0 or max(row["ci95"][1], hi_t) < 0)
-            out[metric] = row
+            out[name] = row
         diffs[f"{a}-{b}"] = out
     return diffs
 
