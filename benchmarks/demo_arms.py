@@ -32,7 +32,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sfclip.demo.arms import ARMS, VARIANTS, arm_config, arm_settings, plot_arms, summarize, with_means
+from sfclip.demo.arms import (
+    ARMS,
+    HEADLINE,
+    VARIANTS,
+    arm_config,
+    arm_settings,
+    plot_arms,
+    summarize,
+    with_means,
+)
 
 log = logging.getLogger("demo_arms")
 THREADS = 2
@@ -203,6 +212,33 @@ def write_summary(results_dir: Path, docs: Path) -> dict:
     return doc
 
 
+def markdown(doc: dict, key: str = "diffs") -> str:
+    """The docs' tables: each arm's mean over its seeds, and each difference with both intervals."""
+    arms = list(doc["arms"])
+    lines = ["| metric | " + " | ".join(f"{a} (n={len(doc['arms'][a]['seeds'])})" for a in arms) + " |",
+             "|---|" + "---|" * len(arms)]
+    prefix = "val/" if key == "diffs_val" else ""
+    for metric in HEADLINE:
+        vals = []
+        for a in arms:
+            xs = [m[prefix + metric] for m in doc["arms"][a]["seeds"].values() if prefix + metric in m]
+            vals.append(f"{np.mean(xs):.3f}" if xs else "-")
+        lines.append(f"| `{metric}` | " + " | ".join(vals) + " |")
+    lines += ["", "| difference | metric | mean | 95% CI (bootstrap) | 95% CI (t) | seeds |",
+              "|---|---|---|---|---|---|"]
+
+    def fmt(v):
+        return "?" if v is None else f"{v:+.3f}"
+
+    for pair, rows in doc[key].items():
+        for metric, r in rows.items():
+            star = "**" if r["excludes_zero"] else ""
+            ci = f"[{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}]" if r["method"].startswith("bootstrap") else "-"
+            lines.append(f"| {pair} | `{metric}` | {star}{r['mean']:+.3f}{star} | {ci} | "
+                         f"[{fmt(r['ci95_t'][0])}, {fmt(r['ci95_t'][1])}] | {r['n_seeds']} |")
+    return "\n".join(lines)
+
+
 def _protocol(path: Path) -> int | None:
     try:
         return json.loads(path.read_text()).get("protocol")
@@ -226,10 +262,14 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=None,
                     help="also these precision variants on seed 0 (issue 18), after the arms")
     ap.add_argument("--summarize", action="store_true", help="only write the summary of what is finished")
+    ap.add_argument("--markdown", choices=["diffs", "diffs_val"], help="print the docs' tables from arms.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(THREADS)
     out, results = Path(args.out), Path(args.results)
+    if args.markdown:
+        print(markdown(json.loads((Path(args.docs) / "arms.json").read_text()), args.markdown))
+        return
     if not args.summarize:
         main_seeds, other_seeds = _seeds(args.seeds_main), _seeds(args.seeds_other)
         plan = []
