@@ -177,10 +177,27 @@ def _finite(x):
     return x
 
 
-def write_summary(results_dir: Path, docs: Path) -> dict:
+def _oracles(results: dict, out: Path) -> None:
+    """Write each seed's retrieval ceiling into its results from the seed's own sets (it depends on the captions
+    alone; results of protocol 4 carry an earlier, wrong construction of it)."""
+    from sfclip.demo.evaluate import retrieval_oracle
+
+    for per_seed in results.values():
+        for seed, m in per_seed.items():
+            for prefix, folder in (("", "eval"), ("val/", "val")):
+                captions = out / f"seed{seed}" / "data" / folder / "retrieval" / "captions.json"
+                if captions.is_file():
+                    m.update({prefix + k: v for k, v in retrieval_oracle(captions).items()})
+                else:
+                    for k in [k for k in m if k.startswith(prefix + "retrieval/oracle_")]:
+                        del m[k]
+
+
+def write_summary(results_dir: Path, docs: Path, out: Path) -> dict:
     results, samples = load_results(results_dir)
     if not results:
         raise SystemExit(f"no finished arm in {results_dir}: run the study first")
+    _oracles(results, out)
     diffs = _finite(summarize(results, samples))
     diffs_val = _finite(summarize(results, samples, prefix="val/"))
     doc = {"arms": {arm: {"description": {**ARMS, **VARIANTS}[arm], "seeds": per_seed}
@@ -290,7 +307,7 @@ def main() -> None:
             done = time.perf_counter() - t0
             print(f"== {i + 1}/{len(todo)} done, {done / 60:.0f} min; about "
                   f"{done / (i + 1) * (len(todo) - i - 1) / 60:.0f} min to go ==", flush=True)
-    write_summary(results, Path(args.docs))
+    write_summary(results, Path(args.docs), out)
 
 
 if __name__ == "__main__":

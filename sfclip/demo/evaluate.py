@@ -91,6 +91,18 @@ def _zeroshot_languages(model: nn.Module, tokenizer, dataset: LabeledImages, tra
     return out
 
 
+def retrieval_oracle(captions_json: Path) -> dict[str, float]:
+    """`retrieval/oracle_{i2t,t2i}_r{1,5}` of a retrieval set: the index rule's ceiling, from its captions alone
+    (`metrics.oracle_retrieval_ranks`)."""
+    from sfclip.eval.retrieval_data import retrieval_dataset
+
+    texts, owners = retrieval_dataset(captions_json, split=None).flat_captions()
+    i2t, t2i = metrics.oracle_retrieval_ranks(torch.tensor(owners), metrics.text_groups(texts))
+    out = {f"retrieval/oracle_i2t_r{k}": v for k, v in metrics.recall_at_k(i2t, (1, 5)).items()}
+    out.update({f"retrieval/oracle_t2i_r{k}": v for k, v in metrics.recall_at_k(t2i, (1, 5)).items()})
+    return out
+
+
 def all_background(dataset, num_classes: int) -> dict[str, float]:
     """mIoU and pixel accuracy of labelling every pixel background (class 0): the floor a dense readout must
     beat on these scenes."""

@@ -86,6 +86,31 @@ def retrieval_ranks(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor,
     return i2t.cpu(), t2i.cpu()
 
 
+def oracle_retrieval_ranks(text_to_image: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+    """The best ranks any model reaches under the index rule of `retrieval_ranks` (a tie with the best
+    positive is a miss) when captions with equal text (`groups`, (Nt,)) get equal embeddings, so equal scores
+    from every image: (i2t (Ni,), t2i (Nt,)).
+
+    i2t: an image's score of a caption depends on the text alone, so each copy of one of its texts held by
+    another image ties with its own; the best it can do is rank first the text with the fewest copies
+    elsewhere: rank = that number. t2i: the images holding one text can be put in any order, but in one order
+    for all its copies; the caption of the j-th holder ranks j.
+    """
+    text_to_image, groups = text_to_image.long().cpu(), groups.long().cpu()
+    num_images = int(text_to_image.max()) + 1
+    holders: dict[int, list[int]] = {}
+    for g, img in zip(groups.tolist(), text_to_image.tolist()):
+        if img not in holders.setdefault(g, []):
+            holders[g].append(img)
+    i2t = torch.full((num_images,), len(groups), dtype=torch.long)
+    for imgs in holders.values():
+        for img in imgs:
+            i2t[img] = min(int(i2t[img]), len(imgs) - 1)
+    t2i = torch.tensor([holders[g].index(img) for g, img in zip(groups.tolist(), text_to_image.tolist())],
+                       dtype=torch.long)
+    return i2t, t2i
+
+
 def text_groups(texts: Sequence[str]) -> Tensor:
     """(Nt,) ids, equal for captions whose text is the same after stripping outer whitespace."""
     ids: dict[str, int] = {}
