@@ -6,6 +6,7 @@ killed study continues where it stopped.
     python benchmarks/demo_arms.py                          # the committed study (about 2 h on 2 cores)
     python benchmarks/demo_arms.py --summarize              # only rewrite docs/demo/arms.{json,png}
     python benchmarks/demo_arms.py --variants sfclip_bf16_teachers sfclip_bf16_train   # + issue 18's, seed 0
+    python benchmarks/demo_arms.py --variants clip_meanpool sfclip_meanpool --variant-seeds 0,1,2
 
 Per seed (`OUT/seed<N>/`): the demo's data (training shards, test sets, validation sets, probe sets), its
 tokenizer and the fp32 target cache, shared by every arm. Per arm and seed: `RESULTS/<arm>/seed<N>.json`
@@ -277,7 +278,8 @@ def main() -> None:
     ap.add_argument("--seeds-main", default="0,1,2,3,4", help="seeds of clip and sfclip")
     ap.add_argument("--seeds-other", default="0,1,2", help="seeds of clip_inherit and sfclip_paper")
     ap.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=None,
-                    help="also these precision variants on seed 0 (issue 18), after the arms")
+                    help="also these variants (precision, mean pooling) after the arms, on --variant-seeds")
+    ap.add_argument("--variant-seeds", default="0", help="seeds of the variants")
     ap.add_argument("--summarize", action="store_true", help="only write the summary of what is finished")
     ap.add_argument("--markdown", choices=["diffs", "diffs_val"], help="print the docs' tables from arms.json")
     args = ap.parse_args()
@@ -292,7 +294,8 @@ def main() -> None:
         plan = []
         for seed in sorted(set(main_seeds) | set(other_seeds)):  # seed by seed, so that a partial study is paired
             plan += [(seed, a) for a in ARMS if seed in (main_seeds if a in ("clip", "sfclip") else other_seeds)]
-        plan += [(0, v) for v in args.variants or ()]  # last: the study's own arms come first
+        # last: the study's own arms come first
+        plan += [(seed, v) for seed in _seeds(args.variant_seeds) for v in args.variants or ()]
         todo = [(seed, a) for seed, a in plan if _protocol(results / a / f"seed{seed}.json") != PROTOCOL]
         print(f"demo arms: {len(plan)} runs planned, {len(plan) - len(todo)} done, {len(todo)} to go; "
               f"{platform.processor() or platform.machine()}, torch capability "

@@ -13,7 +13,9 @@ only what its name says against the arm before it:
 
 Precision variants (issue 18, one seed): `sfclip_bf16_teachers` (targets computed by bf16 teachers),
 `sfclip_bf16_train` and `clip_bf16_train` (the student trained under bf16 autocast). The study itself pins
-fp32 for teachers and training, so that its numbers do not depend on the CPU that made them.
+fp32 for teachers and training, so that its numbers do not depend on the CPU that made them. The pair
+`clip_meanpool` / `sfclip_meanpool` trains the patch tokens into the joint space (`vision.pool: mean`), to
+ask whether per-patch distillation helps dense zero-shot once the patch tokens are in that space.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ VARIANTS = {
     "sfclip_bf16_teachers": "sfclip with targets from bf16 teachers",
     "sfclip_bf16_train": "sfclip trained under bf16 autocast",
     "clip_bf16_train": "clip trained under bf16 autocast",
+    "clip_meanpool": "clip with the image embedding pooled from the patch tokens (vision.pool: mean)",
+    "sfclip_meanpool": "sfclip with the image embedding pooled from the patch tokens (vision.pool: mean)",
 }
 
 
@@ -54,7 +58,9 @@ def arm_config(s: DemoSettings, arm: str, pairs: int, shards: Path, runs: Path, 
                tokenizer: Path) -> RunConfig:
     """The `RunConfig` of `arm` (settings from `arm_settings`) on the first `pairs` scenes of `shards`."""
     s = arm_settings(s, arm)
-    kind = "clip" if arm in ("clip", "clip_bf16_train") else "sfclip"
+    kind = "clip" if arm in ("clip", "clip_bf16_train", "clip_meanpool") else "sfclip"
+    if arm.endswith("_meanpool"):
+        s = dataclasses.replace(s, overrides={**s.overrides, "vision.pool": "mean"})
     cfg = run_config(s, kind, pairs, shards, runs, seed, targets=targets, e5_folder=tokenizer)
     if arm == "clip_inherit":
         text = [t for t in cfg.objective.teachers if t.kind == "text"]

@@ -23,7 +23,7 @@ def test_each_arm_changes_only_its_ingredient():
         assert cfg.data.train_data == clip.data.train_data and cfg.data.seed == 3
         assert cfg.train.steps == clip.train.steps
         assert cfg.optim == clip.optim and cfg.student.model == clip.student.model
-        assert cfg.student.overrides == clip.student.overrides
+        assert {k: v for k, v in cfg.student.overrides.items() if k != "vision.pool"} == clip.student.overrides
     assert clip.student.text_embedding == "own" and clip.objective.teachers == [] and clip.data.targets == ""
     # clip_inherit: the inherited table, no distillation, no cache, only the text teacher (for its table)
     assert inherit.student.text_embedding == "inherited" and inherit.objective.distill_fraction == 0
@@ -40,6 +40,11 @@ def test_each_arm_changes_only_its_ingredient():
     assert {cfg.train.precision for a, cfg in c.items() if not a.endswith("bf16_train")} == {"fp32"}
     assert {t.dtype for t in c["sfclip_bf16_teachers"].objective.teachers} == {"bfloat16"}
     assert c["sfclip_bf16_train"].train.precision == c["clip_bf16_train"].train.precision == "bf16"
+    # the mean-pool pair: only the pooling differs from its base arm
+    for arm in ("clip", "sfclip"):
+        pooled = c[f"{arm}_meanpool"]
+        assert pooled.student.overrides == {**c[arm].student.overrides, "vision.pool": "mean"}
+        assert pooled.objective == c[arm].objective and pooled.student.text_embedding == c[arm].student.text_embedding
     with pytest.raises(ValueError, match="unknown arm"):
         arm_config(demo_settings(), "siglip", 250, Path("s"), Path("r"), 0, Path("t"), Path("k"))
 
