@@ -201,8 +201,8 @@ def write_summary(results_dir: Path, docs: Path, out: Path) -> dict:
     _oracles(results, out)
     diffs = _finite(summarize(results, samples))
     diffs_val = _finite(summarize(results, samples, prefix="val/"))
-    doc = {"arms": {arm: {"description": {**ARMS, **VARIANTS}[arm], "seeds": per_seed}
-                    for arm, per_seed in results.items()},
+    doc = {"arms": {arm: {"description": {**ARMS, **VARIANTS}[arm], "seeds": results[arm]}
+                    for arm in (*ARMS, *VARIANTS) if arm in results},
            "diffs": diffs, "diffs_val": diffs_val, "machine": machine(),
            "protocol": {"command": "python benchmarks/demo_arms.py", "threads": THREADS,
                         "test_scenes": "500 per set and seed (classification, retrieval), 300 segmentation",
@@ -217,8 +217,10 @@ def write_summary(results_dir: Path, docs: Path, out: Path) -> dict:
     plot_arms(results, samples, docs / "arms.png")
     # What `sfclip demo` prints beside its one seed's differences (packaged: the docs are not installed).
     packaged = Path(__file__).resolve().parents[1] / "sfclip" / "demo" / "arms_intervals.json"
+    keep = {k: {m: {f: v for f, v in r.items() if f != "per_seed"} for m, r in rows.items()}
+            for k, rows in diffs.items() if k == "sfclip-clip"}
     packaged.write_text(json.dumps({"source": "docs/demo/arms.json (python benchmarks/demo_arms.py)",
-                                    "diffs": diffs, "machine": doc["machine"]}, indent=1))
+                                    "diffs": keep, "machine": doc["machine"]}, indent=1))
     lines = []
     for pair, rows in diffs.items():
         for metric, r in rows.items():
@@ -232,7 +234,7 @@ def write_summary(results_dir: Path, docs: Path, out: Path) -> dict:
 
 def markdown(doc: dict, key: str = "diffs") -> str:
     """The docs' tables: each arm's mean over its seeds, and each difference with both intervals."""
-    arms = list(doc["arms"])
+    arms = [a for a in doc["arms"] if a in ARMS]  # the variants (one seed) appear in the differences only
     lines = ["| metric | " + " | ".join(f"{a} (n={len(doc['arms'][a]['seeds'])})" for a in arms) + " |",
              "|---|" + "---|" * len(arms)]
     prefix = "val/" if key == "diffs_val" else ""

@@ -81,11 +81,18 @@ HEADLINE = {
     "linear_probe_patch/acc1": "linear_probe_patch",
     "retrieval/i2t_r1": None,
     "retrieval/t2i_r1": None,
+    "retrieval/i2t_r1_text": None,
+    "retrieval/t2i_r1_text": None,
     "segmentation/miou": None,
+    "segmentation/maskclip/miou": None,
+    "segmentation/clearclip/miou": None,
     "linear_seg/miou": None,
 }
 DIFFS = (("sfclip", "clip"), ("sfclip_paper", "clip"), ("clip_inherit", "clip"), ("sfclip", "sfclip_paper"),
-         ("sfclip_paper", "clip_inherit"))
+         ("sfclip_paper", "clip_inherit"),
+         # the variants against their base arm (issue 18: the same answers in bf16)
+         ("sfclip_bf16_teachers", "sfclip"), ("sfclip_bf16_train", "sfclip"), ("clip_bf16_train", "clip"),
+         ("clip_meanpool", "clip"), ("sfclip_meanpool", "sfclip"), ("sfclip_meanpool", "clip_meanpool"))
 
 
 def with_means(per_sample: dict) -> dict:
@@ -151,7 +158,7 @@ def _floor(metric: str, results: dict) -> tuple[str, float] | None:
         return "chance", 1 / 8
     if metric.startswith("zeroshot/"):
         return "chance", 1 / len(SCENES["classes"])
-    if metric == "segmentation/miou":
+    if metric.startswith("segmentation/") and metric.endswith("/miou"):
         vals = [m["segmentation/all_background/miou"] for per in results.values() for m in per.values()
                 if "segmentation/all_background/miou" in m]
         return ("all background", sum(vals) / len(vals)) if vals else None
@@ -197,7 +204,8 @@ def plot_arms(results: dict, samples: dict, path: Path, reps: int = 1000) -> Pat
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle("demo arms: mean over seeds, 95% interval (dots: seeds); sfclip adds our summary term",
+    fig.suptitle("demo arms: mean over seeds, 95% interval (dots: seeds); sfclip adds our summary term; "
+                 "bf16 variants: seed 0 only",
                  fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
