@@ -48,7 +48,7 @@ def main(argv: list[str]) -> dict:
     s.eval_images, s.probe_train, s.seg_train, s.seg_eval = 200, 400, 100, 100
     for key in [k for k in args if k.startswith("s.")]:
         _set(s, key[2:], args.pop(key))
-    data = prepare_data(root / "data", s, 0, scene)
+    data = prepare_data(root / "data", s, 0, scene).split("val")  # a sweep chooses: validation scenes only
     tokenizer_dir = root / "data" / "tokenizer"
     if not (root / "targets" / "meta.json").is_file():
         e5 = convert_teachers()["multilingual-e5-small"]

@@ -9,6 +9,9 @@ prints the class-information metrics of `sfclip demo` (same code paths, same pro
         --set objective.teachers.0.weight=3 --tag w3
     T=1 python benchmarks/demo_vision_gain.py --root demo_out --seed 0 --eval-run demo_out/runs/clip_3000 --tag clip
 
+It scores the validation scenes (`data/val/`, glyphs training never uses) unless `--split test` asks for the
+test scenes, which are only for reporting a choice already made.
+
 `--root` is a `sfclip demo --out ROOT --seed SEED` folder (its data/, data/tokenizer and targets/ are reused;
 missing parts are made here with the demo's own functions; runs go to ROOT/vision_gain/). `--set a.b.0.c=v` sets
 a field of the demo's `RunConfig` (list items by index, e.g. `objective.teachers.0.weight` = DINOv2, `.1.` = E5),
@@ -130,6 +133,8 @@ def main() -> None:
     ap.add_argument("--s", action="append", default=[], help="DemoSettings field=value")
     ap.add_argument("--eval-run", default="")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--split", default="val", choices=("val", "test"),
+                    help="the evaluation sets scored (val: for choosing; test: only to report)")
     ap.add_argument("--log", default="", help="JSONL to append to (default ROOT/vision_gain/results.jsonl)")
     a = ap.parse_args()
 
@@ -139,7 +144,8 @@ def main() -> None:
         k, v = kv.split("=", 1)
         _set(s, k, v)
     t0 = time.perf_counter()
-    data = prepare_data(root / "data", s, a.seed, scene_config(s, SOURCE))
+    # Settings are chosen on the validation scenes; `--split test` only to report a choice already made.
+    data = prepare_data(root / "data", s, a.seed, scene_config(s, SOURCE)).split(a.split)
     tok_dir = root / "data" / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists() and not any(tok_dir.glob("*")):
         folders = convert_teachers()
