@@ -138,7 +138,7 @@ def plot_losses(runs: dict[str, Path], path: Path, title: str) -> Path:
     return path
 
 
-def _num_classes(res: dict) -> int:
+def _num_classes() -> int:
     """How many classes the zero-shot task chose among: the demo's kept classes (six), not the glyph set's ten."""
     from sfclip.demo.settings import SCENES
 
@@ -155,7 +155,7 @@ def plot_languages(budgets: dict[int, dict[str, dict[str, float]]], path: Path) 
     x = list(range(len(vocab.LANGUAGES)))
     for row, (task, label) in enumerate(tasks):
         for col, (pairs, res) in enumerate(budgets.items()):
-            chance = 1 / (len(vocab.COLOURS) if task == "zeroshot_colour" else _num_classes(res))
+            chance = 1 / (len(vocab.COLOURS) if task == "zeroshot_colour" else _num_classes())
             ax = axes[row][col]
             for shift, kind in ((-0.2, "sfclip"), (0.2, "clip")):
                 ax.bar([i + shift for i in x], [res[kind].get(f"{task}/{lang}/acc1", float("nan"))
